@@ -1,0 +1,3 @@
+"""presencex: a SIP presence server on trio."""
+
+__version__ = "0.1.0"
