@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import TypeVar, assert_never
 
 # trio 0.22 ships no py.typed (typing arrived in 0.23); its names are Any here.
-import trio  # type: ignore[import-untyped]
+import trio
 
 from presencex.store.records import STATUS_CODES, DialogKey, Publication, Subscription
 from presencex.store.schema import (

@@ -1,0 +1,5 @@
+import sys
+
+from presencex.cli import main
+
+sys.exit(main())

@@ -1,0 +1,182 @@
+"""The root nursery: the only place that wires the tasks together.
+
+Start order matters: the store first (schema), then saved state is loaded
+into actors, then the listeners open, so no request meets an empty server
+that is still loading.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+
+import trio
+
+from presencex.config import Config
+from presencex.control.server import ControlServer
+from presencex.events.presence import PresencePackage
+from presencex.events.registry import Registry
+from presencex.presence.actor import ActorEnv
+from presencex.presence.state import PresentityState, StateConfig
+from presencex.router import Router
+from presencex.store.load import load_state
+from presencex.store.records import Publication, Subscription
+from presencex.store.writer import PurgeExpired, StoreError, StoreOp, StoreWriter
+from presencex.transport.hub import Hub
+from presencex.transport.tcp import serve_tcp
+from presencex.transport.udp import serve_udp
+
+log = logging.getLogger(__name__)
+
+
+class WallClock:
+    """Wall-clock epoch seconds read off trio's clock, so a MockClock moves
+    expiry times too; ``to_trio`` maps a deadline back for ``move_on_at``."""
+
+    def __init__(self) -> None:
+        self.offset = time.time() - trio.current_time()
+
+    def now(self) -> float:
+        return trio.current_time() + self.offset
+
+    def to_trio(self, when: float) -> float:
+        return when - self.offset
+
+
+class StoreAdapter:
+    """The actors' view of the store: ``commit`` waits, ``submit_nowait``
+    hands bookkeeping writes to a task so the actor never waits for them."""
+
+    def __init__(self, writer: StoreWriter, nursery: trio.Nursery) -> None:
+        self.writer = writer
+        self.nursery = nursery
+
+    async def commit(self, ops: tuple[StoreOp, ...]) -> None:
+        await self.writer.commit(ops)
+
+    def submit_nowait(self, ops: tuple[StoreOp, ...]) -> None:
+        self.nursery.start_soon(self._commit_quietly, ops)
+
+    async def _commit_quietly(self, ops: tuple[StoreOp, ...]) -> None:
+        try:
+            await self.writer.commit(ops)
+        except StoreError as exc:
+            log.error("background store write failed: %s", exc)
+
+
+def build_registry(config: Config) -> Registry:
+    packages = []
+    if not config.disable_presence:
+        packages.append(PresencePackage(force_dummy_presence=config.force_dummy_presence))
+    return Registry(packages)
+
+
+@dataclass(slots=True)
+class Server:
+    config: Config
+    listening: list[str]
+    router: Router
+    hub: Hub
+    writer: StoreWriter
+    clock: WallClock
+
+    def statistics(self) -> dict[str, object]:
+        """What ``presencex ctl stats`` prints: plain data, read at one instant."""
+        subscriptions: Counter[str] = Counter()
+        publications: Counter[str] = Counter()
+        # Reading sizes only: the actors own their state, this is a snapshot
+        # taken between two of their steps (one trio thread).
+        for state in self.router.states.values():
+            for watch in state.watches.values():
+                subscriptions[f"{watch.record.event}:{watch.record.status}"] += 1
+            for event, pubs in state.publications.items():
+                publications[event] += len(pubs)
+        return {
+            "transport": asdict(self.hub.statistics()),
+            "router": asdict(self.router.statistics()),
+            "store": asdict(self.writer.statistics()),
+            "subscriptions": dict(subscriptions),
+            "publications": dict(publications),
+        }
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+) -> None:
+    registry = build_registry(config)
+    clock = WallClock()
+    writer = StoreWriter(config.db_path, synchronous=config.db_synchronous.upper())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(writer.serve)
+        hub = Hub(t1=config.t1, t2=config.t2, max_message_size=config.max_message_size)
+        hub.server_header = config.server_header
+        await nursery.start(hub.serve_timers)
+        env = ActorEnv(
+            sender=hub,
+            store=StoreAdapter(writer, nursery),
+            clock=clock,
+            notify_answered=lambda uri, effect, status: None,
+            server_header=config.server_header,
+        )
+        state_config = StateConfig(
+            registry=registry,
+            force_active=config.force_active,
+            min_expires=config.min_expires,
+            max_expires=config.max_expires,
+            default_expires=config.default_expires,
+            server_header=config.server_header,
+        )
+        router = Router(
+            state_config, env, inbox_size=config.inbox_size, retry_after=config.retry_after
+        )
+        await nursery.start(router.serve)
+        hub.on_request = router.on_request
+        listening: list[str] = []
+        for address in config.listen:
+            serve_fn = serve_udp if address.transport == "udp" else serve_tcp
+            listening.append(await nursery.start(serve_fn, hub, address.host, address.port))
+        await _resume(config, router, state_config, clock)
+        server = Server(config, listening, router, hub, writer, clock)
+        control = ControlServer(
+            config.control_socket,
+            deliver=router.deliver_nowait,
+            presentities=lambda: list(router.inboxes),
+            stats=server.statistics,
+            cleanup=lambda: _cleanup(writer, clock),
+        )
+        await nursery.start(control.serve)
+        task_status.started(server)
+
+
+async def _cleanup(writer: StoreWriter, clock: WallClock) -> object:
+    await writer.commit((PurgeExpired(clock.now()),))
+    return "expired rows removed"
+
+
+async def _resume(
+    config: Config, router: Router, state_config: StateConfig, clock: WallClock
+) -> None:
+    """Reinstall saved state: each presentity's actor starts with it and
+    NOTIFYs its watchers of the current state."""
+    loaded = await trio.to_thread.run_sync(load_state, config.db_path, clock.now())
+    pubs: defaultdict[str, list[Publication]] = defaultdict(list)
+    subs: defaultdict[str, list[Subscription]] = defaultdict(list)
+    for pub in loaded.publications:
+        if state_config.registry.get(pub.event) is not None:
+            pubs[pub.presentity].append(pub)
+    for sub in loaded.subscriptions:
+        if state_config.registry.get(sub.event) is not None:
+            subs[sub.presentity].append(sub)
+    now = clock.now()
+    for uri in pubs.keys() | subs.keys():
+        state = PresentityState(uri, state_config)
+        initial = state.load(pubs[uri], subs[uri], now)
+        router.start_actor(state, initial)
+    log.info(
+        "resumed %d publications and %d subscriptions of %d presentities",
+        len(loaded.publications),
+        len(loaded.subscriptions),
+        len(pubs.keys() | subs.keys()),
+    )

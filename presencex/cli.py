@@ -1,0 +1,92 @@
+"""The ``presencex`` command: serve, ctl, loadtest, bench."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import trio
+
+from presencex import __version__
+from presencex.config import Config, ConfigError, load_config
+
+log = logging.getLogger("presencex")
+
+
+def _describe(config: Config) -> str:
+    if config.force_active:
+        auth = "force_active = 1: every subscription is active, no rules consulted"
+    elif config.integrated_xcap_server:
+        auth = f"rules from the '{config.xcap_table}' table (integrated_xcap_server = 1)"
+    else:
+        servers = ", ".join(str(s) for s in config.xcap_server)
+        auth = f"rules fetched over HTTP from trusted XCAP servers: {servers}"
+    return auth
+
+
+async def _serve(config: Config) -> None:
+    from presencex.app import serve
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(serve, config)
+        for local in server.listening:
+            log.info("listening on %s", local)
+        log.info("database %s (synchronous=%s)", config.db_path, config.db_synchronous)
+        log.info("authorization: %s", _describe(config))
+        log.info("events: %s", server.router.registry.allow_events)
+
+
+def _add_optional(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, module: str, help_: str
+) -> None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return
+    p = sub.add_parser(name, help=help_)
+    mod.configure_parser(p)
+    p.set_defaults(run=mod.run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="presencex", description="SIP presence server")
+    parser.add_argument("--version", action="version", version=f"presencex {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve_p = sub.add_parser("serve", help="run the presence server")
+    serve_p.add_argument("--config", help="TOML configuration file (see conf/presencex.toml)")
+    ctl_p = sub.add_parser("ctl", help="send a command to a running server")
+    from presencex.control import client
+
+    client.configure_parser(ctl_p)
+    _add_optional(sub, "loadtest", "presencex.loadtest.cli", "load-test a server with SIPp")
+    _add_optional(sub, "bench", "presencex.loadtest.bench", "benchmark against Kamailio")
+    args = parser.parse_args(argv)
+    if args.command == "ctl":
+        return client.run(args)
+    if args.command in ("loadtest", "bench"):
+        return int(args.run(args))
+    if args.command == "serve":
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"presencex: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(
+            level=config.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        try:
+            trio.run(_serve, config)
+        except KeyboardInterrupt:
+            return 0
+        except OSError as exc:
+            print(f"presencex: cannot start: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

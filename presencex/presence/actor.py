@@ -1,0 +1,151 @@
+"""The presentity actor: a thin loop around ``PresentityState``.
+
+Receive, ``effects = state.handle(msg, now)``, perform the effects in order:
+commit what a reply backs, reply, send NOTIFYs.  Timers come from the state's
+next deadline.  A bug while handling one message answers 500 and is logged
+with the Call-ID; the actor and the server go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+from presencex.presence.messages import (
+    Effect,
+    Expire,
+    Message,
+    Persist,
+    PersistLater,
+    Publish,
+    Reply,
+    SendNotify,
+    Subscribe,
+)
+from presencex.presence.state import PresentityState
+from presencex.sip.build import make_response
+from presencex.sip.message import Request, Response
+from presencex.store.writer import StoreError, StoreOp
+from presencex.transport.peer import Peer
+
+log = logging.getLogger(__name__)
+
+
+class Sender(Protocol):
+    """What the transport offers actors: sends that never block."""
+
+    def send_response(self, request: Request, response: Response, peer: Peer) -> None: ...
+
+    def send_notify(self, effect: SendNotify, on_final: Callable[[int], None]) -> None: ...
+
+
+class Store(Protocol):
+    async def commit(self, ops: tuple[StoreOp, ...]) -> None: ...
+
+    def submit_nowait(self, ops: tuple[StoreOp, ...]) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    def to_trio(self, when: float) -> float: ...
+
+
+@dataclass(slots=True)
+class ActorEnv:
+    sender: Sender
+    store: Store
+    clock: Clock
+    notify_answered: Callable[[str, SendNotify, int], None]
+    on_error: Callable[[], None] = lambda: None
+    server_header: str = "presencex"
+
+
+async def run_actor(
+    state: PresentityState,
+    inbox: trio.MemoryReceiveChannel[Message],
+    env: ActorEnv,
+    on_idle: Callable[[str], bool],
+    initial: list[Effect] | None = None,
+) -> None:
+    """Serve one presentity until it holds nothing; ``on_idle`` unregisters
+    it from the router (synchronously, so no message can slip in between)."""
+    if initial:
+        await _perform(state, initial, env)
+    while True:
+        deadline = state.next_deadline()
+        msg: Message
+        if deadline is None:
+            msg = await inbox.receive()
+        else:
+            msg = Expire()
+            with trio.move_on_at(env.clock.to_trio(deadline)):
+                msg = await inbox.receive()
+        await _handle(state, msg, env)
+        if state.empty() and on_idle(state.uri):
+            return
+
+
+async def _handle(state: PresentityState, msg: Message, env: ActorEnv) -> None:
+    try:
+        effects = state.handle(msg, env.clock.now())
+    except Exception:
+        env.on_error()
+        if isinstance(msg, Publish | Subscribe):
+            log.exception("error handling %s Call-ID %s", msg.request.method, msg.request.call_id)
+            _reply_500(msg.request, msg.peer, env)
+        else:
+            log.exception("error handling %s for %s", type(msg).__name__, state.uri)
+        return
+    await _perform(state, effects, env)
+
+
+async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv) -> None:
+    failed = False
+    for effect in effects:
+        match effect:
+            case Persist(ops):
+                try:
+                    await env.store.commit(ops)
+                except StoreError as exc:
+                    # Nothing after this may claim success: the 2xx would back
+                    # state that is not on disk.
+                    log.error("store commit failed for %s: %s", state.uri, exc)
+                    failed = True
+            case PersistLater(ops):
+                env.store.submit_nowait(ops)
+            case Reply():
+                if failed and effect.status < 300:
+                    env.sender.send_response(
+                        effect.request,
+                        make_response(effect.request, 500, "Database Error"),
+                        effect.peer,
+                    )
+                    continue
+                response = make_response(
+                    effect.request,
+                    effect.status,
+                    effect.reason,
+                    to_tag=effect.to_tag,
+                    headers=(*effect.headers, ("Server", env.server_header)),
+                )
+                env.sender.send_response(effect.request, response, effect.peer)
+            case SendNotify():
+                if failed:
+                    continue
+                env.sender.send_notify(effect, _answer_callback(env, state.uri, effect))
+
+
+def _answer_callback(env: ActorEnv, uri: str, effect: SendNotify) -> Callable[[int], None]:
+    def answered(status: int) -> None:
+        env.notify_answered(uri, effect, status)
+
+    return answered
+
+
+def _reply_500(request: Request, peer: Peer, env: ActorEnv) -> None:
+    env.sender.send_response(request, make_response(request, 500, "Server Internal Error"), peer)

@@ -1,0 +1,638 @@
+"""One presentity's state and every rule about it: pure, synchronous logic.
+
+Facts and invariants:
+- ``handle(msg, now)`` returns effects in the order they must happen; a
+  ``Persist`` effect must be committed before any ``Reply`` after it, so a
+  2xx only ever backs committed state.
+- ``now`` is wall-clock epoch seconds (the unit of the store's ``expires``).
+- Publications of one event keep arrival order in their dict (a modify moves
+  to the end): aggregation takes them oldest first and the newest wins an id.
+- At most one NOTIFY per subscription is outstanding; a change while one is
+  in flight marks the subscription dirty and the current state goes out when
+  the answer arrives.  Bodies are full state (winfo: a full list), so nothing
+  is lost by coalescing, and a dead watcher costs one NOTIFY until Timer F.
+- SUBSCRIBE is answered 200, never 202: RFC 6665 §8.3.1 deprecates 202, and
+  Kamailio answers 200 too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import assert_never
+from urllib.parse import quote
+
+from presencex.bodies.watcherinfo import WatcherEntry
+from presencex.bodies.xmlparse import BodyError
+from presencex.events.base import EventPackage, WatcherView
+from presencex.events.registry import Registry
+from presencex.presence.messages import (
+    Effect,
+    Expire,
+    Message,
+    NotifyAnswered,
+    Persist,
+    PersistLater,
+    Publish,
+    Query,
+    Refresh,
+    Reply,
+    RulesChanged,
+    SendNotify,
+    Subscribe,
+)
+from presencex.sip.build import build_request, new_tag
+from presencex.sip.errors import SipError
+from presencex.sip.message import Request
+from presencex.sip.uri import parse_uri
+from presencex.store.records import DialogKey, Publication, Subscription, SubscriptionStatus
+from presencex.store.writer import (
+    DropPublication,
+    DropSubscription,
+    PutPublication,
+    PutSubscription,
+    PutWatcher,
+    StoreOp,
+)
+from presencex.transport.peer import Peer
+
+log = logging.getLogger(__name__)
+
+# A presence NOTIFY does not persist its CSeq each time (that would be one
+# write per NOTIFY); every CSEQ_PERSIST_EVERY-th does, and a reload skips
+# CSEQ_RELOAD_GAP ahead, so CSeq never goes backwards after a restart.
+CSEQ_PERSIST_EVERY = 256
+CSEQ_RELOAD_GAP = 2 * CSEQ_PERSIST_EVERY
+
+
+@dataclass(frozen=True, slots=True)
+class StateConfig:
+    registry: Registry
+    force_active: bool = False
+    min_expires: int = 30
+    max_expires: int = 3600
+    default_expires: int = 3600
+    server_header: str = "presencex"
+
+
+@dataclass(slots=True)
+class Watch:
+    record: Subscription
+    in_flight: int | None = None  # CSeq of the outstanding NOTIFY
+    dirty: bool = False
+    # How this watcher's last transition is reported to winfo (RFC 3858 §4.4).
+    winfo_event: str = "subscribe"
+    # Winfo subscriptions only: changes not yet sent, and whether the next
+    # NOTIFY must carry the full list (the first one, RFC 3857 §5.2).
+    winfo_pending: dict[str, WatcherEntry] = field(default_factory=dict)
+    winfo_full: bool = True
+
+
+def local_contact(presentity: str, local: str) -> str:
+    """Our Contact for a dialog: it carries the presentity, so in-dialog
+    requests (sent to it, RFC 3261 §12.2.1.1) route to the right actor
+    without a global dialog table."""
+    transport, _, hostport = local.partition(":")
+    return f"<sip:{quote(presentity, safe='')}@{hostport};transport={transport}>"
+
+
+class PresentityState:
+    def __init__(self, uri: str, config: StateConfig) -> None:
+        self.uri = uri
+        self.config = config
+        self.watches: dict[DialogKey, Watch] = {}
+        self.publications: dict[str, dict[str, Publication]] = {}
+        self._aggregates: dict[str, bytes | None] = {}
+        self._timers: list[tuple[float, int, str, object]] = []
+        self._timer_seq = 0
+        self._last_pub_seq = 0
+
+    # -- life cycle -------------------------------------------------------
+
+    def empty(self) -> bool:
+        return not self.watches and not self.publications
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def load(
+        self, publications: Iterable[Publication], subscriptions: Iterable[Subscription], now: float
+    ) -> list[Effect]:
+        """Reinstall state read from the store after a restart and tell every
+        watcher the current state (RFC 6665 allows a fresh NOTIFY)."""
+        for pub in sorted(publications, key=lambda p: p.seq):
+            self.publications.setdefault(pub.event, {})[pub.etag] = pub
+            self._last_pub_seq = max(self._last_pub_seq, pub.seq)
+            self._schedule(pub.expires_at, "pub", (pub.event, pub.etag))
+        effects: list[Effect] = []
+        for sub in subscriptions:
+            watch = Watch(replace(sub, local_cseq=sub.local_cseq + CSEQ_RELOAD_GAP))
+            self.watches[sub.key] = watch
+            self._schedule(sub.expires_at, "sub", sub.key)
+        for watch in self.watches.values():
+            effects.extend(self._notify(watch, now))
+        return effects
+
+    # -- dispatch ----------------------------------------------------------
+
+    def handle(self, msg: Message, now: float) -> list[Effect]:
+        match msg:
+            case Publish():
+                try:
+                    return self._publish(msg, now)
+                except (SipError, BodyError) as exc:
+                    return [_error_reply(msg.request, msg.peer, exc)]
+            case Subscribe():
+                try:
+                    return self._subscribe(msg, now)
+                except (SipError, BodyError) as exc:
+                    return [_error_reply(msg.request, msg.peer, exc)]
+            case NotifyAnswered():
+                return self._notify_answered(msg, now)
+            case Expire():
+                return self._expire(now)
+            case Refresh():
+                effects = self._renotify_all(msg.event, now)
+                if msg.reply is not None:
+                    msg.reply({"presentity": self.uri, "notified": len(effects)})
+                return effects
+            case RulesChanged():
+                return []
+            case Query():
+                if msg.what == "subscriptions":
+                    msg.reply([_describe_sub(w.record, now) for w in self.watches.values()])
+                else:
+                    msg.reply(
+                        [
+                            {"event": p.event, "etag": p.etag, "expires": int(p.expires_at - now)}
+                            for pubs in self.publications.values()
+                            for p in pubs.values()
+                        ]
+                    )
+                return []
+            case _:
+                assert_never(msg)
+
+    # -- PUBLISH (RFC 3903) -------------------------------------------------
+
+    def _expires(self, request: Request) -> int:
+        expires = request.expires
+        if expires is None:
+            return self.config.default_expires
+        if 0 < expires < self.config.min_expires:
+            raise SipError(
+                423, "Interval Too Brief", (("Min-Expires", str(self.config.min_expires)),)
+            )
+        return min(expires, self.config.max_expires)
+
+    def _publish(self, msg: Publish, now: float) -> list[Effect]:
+        request = msg.request
+        package = self._package(msg.event)
+        if not package.publish_types:
+            raise SipError(489, "Bad Event", (("Allow-Events", self.config.registry.allow_events),))
+        expires = self._expires(request)
+        if_match = request.headers.get("SIP-If-Match")
+        body = request.body
+        if body:
+            content_type = request.content_type
+            if content_type not in package.publish_types:
+                raise SipError(
+                    415, "Unsupported Media Type", (("Accept", ", ".join(package.publish_types)),)
+                )
+            package.validate(body)
+        pubs = self.publications.get(msg.event, {})
+        if if_match is None:
+            if not body:
+                raise SipError(400, "Initial PUBLISH without body")
+            if expires == 0:
+                raise SipError(400, "Initial PUBLISH with Expires 0")
+            old = None
+        else:
+            old = pubs.get(if_match)
+            if old is None:
+                raise SipError(412, "Conditional Request Failed")
+        if expires == 0:
+            assert old is not None
+            return self._remove_publication(old, now, request, msg.peer)
+        etag = new_tag()
+        pub = Publication(
+            presentity=self.uri,
+            event=msg.event,
+            etag=etag,
+            expires_at=now + expires,
+            received_at=now,
+            body=body if body else old.body if old is not None else b"",
+            sender=str(msg.peer),
+            seq=self._next_pub_seq(now),
+        )
+        ops: list[StoreOp] = [PutPublication(pub)]
+        events = self.publications.setdefault(msg.event, {})
+        if old is not None:
+            del events[old.etag]
+            ops.insert(0, DropPublication(self.uri, msg.event, old.etag))
+        events[etag] = pub
+        self._schedule(pub.expires_at, "pub", (msg.event, etag))
+        effects: list[Effect] = [
+            Persist(tuple(ops)),
+            Reply(request, msg.peer, 200, None, (("SIP-ETag", etag), ("Expires", str(expires)))),
+        ]
+        if body:  # a refresh changes nothing a watcher sees (RFC 3903 §4.2)
+            self._aggregates.pop(msg.event, None)
+            effects.extend(self._notify_event(msg.event, now))
+        return effects
+
+    def _next_pub_seq(self, now: float) -> int:
+        # Microseconds since the epoch: increasing across restarts too, which
+        # a plain counter would not be.
+        self._last_pub_seq = max(self._last_pub_seq + 1, int(now * 1_000_000))
+        return self._last_pub_seq
+
+    def _remove_publication(
+        self, pub: Publication, now: float, request: Request | None, peer: Peer | None
+    ) -> list[Effect]:
+        events = self.publications[pub.event]
+        del events[pub.etag]
+        if not events:
+            del self.publications[pub.event]
+        self._aggregates.pop(pub.event, None)
+        op = DropPublication(self.uri, pub.event, pub.etag)
+        effects: list[Effect] = []
+        if request is not None and peer is not None:
+            effects += [Persist((op,)), Reply(request, peer, 200, None, (("Expires", "0"),))]
+        else:
+            effects.append(PersistLater((op,)))
+        package = self._package(pub.event)
+        goodbye = package.removed(pub.body)
+        effects.extend(self._notify_event(pub.event, now, extra=goodbye))
+        return effects
+
+    def _aggregate(self, event: str) -> bytes | None:
+        if event in self._aggregates:
+            return self._aggregates[event]
+        pubs = self.publications.get(event)
+        package = self._package(event)
+        body = package.aggregate([p.body for p in pubs.values()], self.uri) if pubs else None
+        self._aggregates[event] = body
+        return body
+
+    # -- SUBSCRIBE / NOTIFY (RFC 6665) -------------------------------------
+
+    def _subscribe(self, msg: Subscribe, now: float) -> list[Effect]:
+        request = msg.request
+        package = self._package(msg.event)
+        expires = self._expires(request)
+        to_tag = request.to.tag
+        if to_tag is None:
+            return self._initial_subscribe(msg, package, expires, now)
+        key = DialogKey(request.call_id, to_tag, request.from_.tag or "")
+        watch = self.watches.get(key)
+        if watch is None:
+            raise SipError(481, "Subscription Does Not Exist")
+        record = watch.record
+        if record.event != msg.event:
+            raise SipError(489, "Bad Event", (("Allow-Events", record.event),))
+        cseq = request.cseq[0]
+        if cseq <= record.remote_cseq:
+            raise SipError(500, "CSeq Out of Order")
+        if expires == 0:
+            del self.watches[key]
+            return [
+                Persist((DropSubscription(key),)),
+                Reply(request, msg.peer, 200, None, (("Expires", "0"),)),
+                *self._final_notify(watch, now, "timeout"),
+                *self._watcher_list_changed(watch, now),
+            ]
+        contacts = request.headers.get_all("Contact")
+        record = replace(
+            record,
+            remote_cseq=cseq,
+            expires_at=now + expires,
+            # A refresh may change the remote target (RFC 6665 §4.1.2.1).
+            contact=parse_contact(contacts[0]) if contacts else record.contact,
+            source=str(msg.peer),
+            updated_at=now,
+        )
+        watch.record = record
+        self._schedule(record.expires_at, "sub", key)
+        return [
+            Persist((PutSubscription(record),)),
+            Reply(
+                request,
+                msg.peer,
+                200,
+                None,
+                (("Expires", str(expires)), ("Contact", record.local_contact)),
+            ),
+            *self._notify(watch, now),
+        ]
+
+    def _initial_subscribe(
+        self, msg: Subscribe, package: EventPackage, expires: int, now: float
+    ) -> list[Effect]:
+        request = msg.request
+        accept = request.headers.get_all("Accept")
+        if accept and not _accepts(accept, package.notify_type):
+            raise SipError(406, "Not Acceptable", (("Accept", package.notify_type),))
+        contacts = request.headers.get_all("Contact")
+        if not contacts:
+            raise SipError(400, "Missing Contact header")
+        from_ = request.from_
+        if not from_.tag:
+            raise SipError(400, "Missing From tag")
+        event_header = request.event
+        key = DialogKey(request.call_id, new_tag(), from_.tag)
+        if package.watched_event is not None and aor_of(from_.uri) != self.uri:
+            # RFC 3857 §5.1: watcher information is the presentity's own business.
+            raise SipError(403, "Forbidden: only the presentity may watch its watchers")
+        status: SubscriptionStatus = (
+            "active" if self.config.force_active or not package.authorized else "pending"
+        )
+        record = Subscription(
+            key=key,
+            presentity=self.uri,
+            event=msg.event,
+            event_id=event_header.id if event_header is not None else None,
+            watcher_uri=from_.uri,
+            to_uri=request.to.uri,
+            remote_cseq=request.cseq[0],
+            local_cseq=0,
+            contact=parse_contact(contacts[0]),
+            route_set=tuple(request.headers.get_all("Record-Route")),
+            expires_at=now + expires,
+            status=status,
+            reason=None,
+            version=0,
+            local_socket=msg.peer.local,
+            local_contact=local_contact(self.uri, msg.peer.local),
+            source=str(msg.peer),
+            user_agent=request.headers.get("User-Agent") or "",
+            updated_at=now,
+        )
+        watch = Watch(record)
+        reply = Reply(
+            request,
+            msg.peer,
+            200,
+            None,
+            (("Expires", str(expires)), ("Contact", record.local_contact)),
+            to_tag=key.to_tag,
+        )
+        if expires == 0:
+            # A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, nothing kept.
+            return [reply, *self._final_notify(watch, now, "timeout")]
+        self.watches[key] = watch
+        self._schedule(record.expires_at, "sub", key)
+        ops: list[StoreOp] = [PutSubscription(record)]
+        if status != "active":
+            # Kamailio's watchers table: who asked and is not (yet) allowed.
+            ops.append(PutWatcher(self.uri, record.watcher_uri, msg.event, status, None, now))
+        return [
+            Persist(tuple(ops)),
+            reply,
+            *self._notify(watch, now),
+            *self._watcher_list_changed(watch, now),
+        ]
+
+    def _body_for(self, watch: Watch, now: float) -> bytes | None:
+        record = watch.record
+        if record.status != "active":
+            return None
+        package = self._package(record.event)
+        if package.watched_event is not None:
+            return self._winfo_body(watch, package.watched_event, package, now)
+        view = WatcherView(record.watcher_uri, self.uri, record.version, None)
+        return package.render(self._aggregate(record.event), view)
+
+    # -- watcher information (RFC 3857) -------------------------------------
+
+    def _winfo_body(
+        self, watch: Watch, watched: str, package: EventPackage, now: float
+    ) -> bytes | None:
+        full = watch.winfo_full
+        if full:
+            entries = tuple(
+                self._winfo_entry(w, now)
+                for w in self.watches.values()
+                if w.record.event == watched
+            )
+        else:
+            entries = tuple(watch.winfo_pending.values())
+        watch.winfo_pending.clear()
+        watch.winfo_full = False
+        record = watch.record
+        view = WatcherView(record.watcher_uri, self.uri, record.version, None, entries, full)
+        return package.render(None, view)
+
+    def _winfo_entry(self, watch: Watch, now: float) -> WatcherEntry:
+        record = watch.record
+        return WatcherEntry(
+            id=_watcher_id(record.key),
+            status=record.status,
+            event=watch.winfo_event,
+            uri=aor_of(record.watcher_uri),
+            expiration=max(0, int(record.expires_at - now))
+            if record.status != "terminated"
+            else None,
+        )
+
+    def _watcher_list_changed(self, watch: Watch, now: float) -> list[Effect]:
+        """Tell the winfo subscribers of this watcher's event what became of it."""
+        event = watch.record.event
+        effects: list[Effect] = []
+        entry: WatcherEntry | None = None
+        for other in self.watches.values():
+            if other.record.status != "active" or other is watch:
+                continue
+            if self._package(other.record.event).watched_event != event:
+                continue
+            entry = entry or self._winfo_entry(watch, now)
+            other.winfo_pending[entry.id] = entry
+            effects.extend(self._notify(other, now))
+        return effects
+
+    def _notify(self, watch: Watch, now: float, extra: bytes | None = None) -> list[Effect]:
+        """The current state to one watcher, or mark it dirty if one is in flight."""
+        if watch.in_flight is not None:
+            watch.dirty = True
+            return []
+        record = watch.record
+        if extra is not None and record.status == "active":
+            package = self._package(record.event)
+            pubs = self.publications.get(record.event, {})
+            aggregate = package.aggregate([*(p.body for p in pubs.values()), extra], self.uri)
+            view = WatcherView(record.watcher_uri, self.uri, record.version, None)
+            body = package.render(aggregate, view)
+        else:
+            body = self._body_for(watch, now)
+        remaining = max(0, int(record.expires_at - now))
+        state = f"{record.status};expires={remaining}"
+        return self._send(watch, state, body)
+
+    def _final_notify(self, watch: Watch, now: float, reason: str) -> list[Effect]:
+        record = replace(watch.record, status="terminated", reason=reason)
+        watch.record = record
+        watch.in_flight = None  # the final NOTIFY goes out whatever is pending
+        return self._send(watch, f"terminated;reason={reason}", None)
+
+    def _send(self, watch: Watch, state: str, body: bytes | None) -> list[Effect]:
+        record = watch.record
+        cseq = record.local_cseq + 1
+        package = self._package(record.event)
+        version = record.version + (1 if package.versioned and body is not None else 0)
+        record = replace(record, local_cseq=cseq, version=version)
+        watch.record = record
+        watch.in_flight = cseq
+        watch.dirty = False
+        event = record.event if record.event_id is None else f"{record.event};id={record.event_id}"
+        headers: list[tuple[str, str]] = [("Route", route) for route in record.route_set]
+        headers += [
+            ("Max-Forwards", "70"),
+            ("From", f"<{record.to_uri}>;tag={record.key.to_tag}"),
+            ("To", f"<{record.watcher_uri}>;tag={record.key.from_tag}"),
+            ("Call-ID", record.key.call_id),
+            ("CSeq", f"{cseq} NOTIFY"),
+            ("Contact", record.local_contact),
+            ("Event", event),
+            ("Subscription-State", state),
+            ("Server", self.config.server_header),
+        ]
+        if body is not None:
+            headers.append(("Content-Type", package.notify_type))
+        request = build_request("NOTIFY", record.contact, headers, body or b"")
+        target = _next_hop(record)
+        effects: list[Effect] = [
+            SendNotify(record.key, cseq, request, target, record.source, record.local_socket)
+        ]
+        if record.status != "terminated" and (package.versioned or cseq % CSEQ_PERSIST_EVERY == 0):
+            effects.append(PersistLater((PutSubscription(record),)))
+        return effects
+
+    def _notify_event(self, event: str, now: float, extra: bytes | None = None) -> list[Effect]:
+        effects: list[Effect] = []
+        for watch in self.watches.values():
+            if watch.record.event == event and watch.record.status == "active":
+                effects.extend(self._notify(watch, now, extra))
+        return effects
+
+    def _renotify_all(self, event: str, now: float) -> list[Effect]:
+        self._aggregates.clear()
+        effects: list[Effect] = []
+        for watch in self.watches.values():
+            if not event or watch.record.event == event:
+                effects.extend(self._notify(watch, now))
+        return effects
+
+    def _notify_answered(self, msg: NotifyAnswered, now: float) -> list[Effect]:
+        watch = self.watches.get(msg.key)
+        if watch is None or watch.in_flight != msg.cseq:
+            return []
+        watch.in_flight = None
+        # RFC 6665 §4.2.2: 481 means the subscription is gone; a timeout
+        # (Timer F, reported as 408) means the watcher is unreachable.
+        if msg.status in (408, 481):
+            log.info(
+                "NOTIFY to %s answered %d: subscription %s removed",
+                watch.record.watcher_uri,
+                msg.status,
+                msg.key.call_id,
+            )
+            del self.watches[msg.key]
+            watch.record = replace(watch.record, status="terminated")
+            watch.winfo_event = "timeout"
+            return [
+                PersistLater((DropSubscription(msg.key),)),
+                *self._watcher_list_changed(watch, now),
+            ]
+        if watch.dirty:
+            return self._notify(watch, now)
+        return []
+
+    # -- timers -------------------------------------------------------------
+
+    def _schedule(self, when: float, kind: str, key: object) -> None:
+        self._timer_seq += 1
+        heapq.heappush(self._timers, (when, self._timer_seq, kind, key))
+
+    def _expire(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        while self._timers and self._timers[0][0] <= now:
+            when, _, kind, key = heapq.heappop(self._timers)
+            if kind == "sub":
+                assert isinstance(key, DialogKey)
+                watch = self.watches.get(key)
+                # A refreshed subscription has a later expiry; this entry is stale.
+                if watch is None or watch.record.expires_at > when:
+                    continue
+                del self.watches[key]
+                effects.append(PersistLater((DropSubscription(key),)))
+                effects.extend(self._final_notify(watch, now, "timeout"))
+                watch.winfo_event = "timeout"
+                effects.extend(self._watcher_list_changed(watch, now))
+            else:
+                assert isinstance(key, tuple)
+                event, etag = key
+                pub = self.publications.get(event, {}).get(etag)
+                if pub is None or pub.expires_at > when:
+                    continue
+                effects.extend(self._remove_publication(pub, now, None, None))
+        return effects
+
+    def _package(self, event: str) -> EventPackage:
+        package = self.config.registry.get(event)
+        if package is None:
+            raise SipError(489, "Bad Event", (("Allow-Events", self.config.registry.allow_events),))
+        return package
+
+
+def parse_contact(value: str) -> str:
+    from presencex.sip.uri import parse_name_addr
+
+    return parse_name_addr(value).uri
+
+
+def _next_hop(record: Subscription) -> str:
+    if record.route_set:
+        return parse_contact(record.route_set[0])
+    return record.contact
+
+
+def _watcher_id(key: DialogKey) -> str:
+    """A stable, opaque id for one subscription in winfo documents: the
+    dialog identifiers themselves are not the watcher's business to see."""
+    digest = hashlib.blake2s(
+        f"{key.call_id}\x00{key.to_tag}\x00{key.from_tag}".encode(), digest_size=8
+    )
+    return "w" + digest.hexdigest()
+
+
+def _accepts(accept: list[str], media_type: str) -> bool:
+    major = media_type.split("/", 1)[0]
+    for item in accept:
+        value = item.split(";", 1)[0].strip().lower()
+        if value in (media_type, "*/*", f"{major}/*"):
+            return True
+    return False
+
+
+def _error_reply(request: Request, peer: Peer, exc: SipError | BodyError) -> Reply:
+    if isinstance(exc, BodyError):
+        return Reply(request, peer, 400, f"Bad body: {exc}")
+    return Reply(request, peer, exc.status, exc.reason, exc.headers)
+
+
+def _describe_sub(record: Subscription, now: float) -> dict[str, object]:
+    return {
+        "watcher": record.watcher_uri,
+        "event": record.event,
+        "status": record.status,
+        "expires": int(record.expires_at - now),
+        "call_id": record.key.call_id,
+        "contact": record.contact,
+    }
+
+
+def aor_of(uri: str) -> str:
+    return parse_uri(uri).aor

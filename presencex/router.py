@@ -1,0 +1,217 @@
+"""Requests to presentity actors: classify, route, start actors, shed load.
+
+Facts:
+- One actor per presentity URI with state; the router holds the only map
+  from URI to inbox.  A send that finds no actor starts one.
+- The router never awaits an actor: ``send_nowait`` on a bounded inbox, and
+  ``trio.WouldBlock`` means ``503`` with ``Retry-After`` (DESIGN: a full inbox
+  is an answer, not a stalled socket).
+- In-dialog requests reach the actor through the Request-URI, which is our
+  Contact and carries the presentity (see ``state.local_contact``); a client
+  that sends them elsewhere is routed by its To URI.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+import trio
+
+from presencex.events.registry import Registry, event_name
+from presencex.presence.actor import ActorEnv, run_actor
+from presencex.presence.messages import (
+    Effect,
+    Message,
+    NotifyAnswered,
+    Publish,
+    SendNotify,
+    Subscribe,
+)
+from presencex.presence.state import PresentityState, StateConfig
+from presencex.sip.build import make_response
+from presencex.sip.errors import SipError
+from presencex.sip.message import Request
+from presencex.sip.uri import parse_uri
+from presencex.transport.peer import Peer
+
+log = logging.getLogger(__name__)
+
+ALLOW = "SUBSCRIBE, PUBLISH, OPTIONS"
+
+
+@dataclass(slots=True)
+class RouterStatistics:
+    actors: int
+    actors_started: int
+    inbox_high_water: int
+    rejected_503: int
+    errors_500: int
+
+
+class Router:
+    def __init__(
+        self,
+        config: StateConfig,
+        env: ActorEnv,
+        *,
+        inbox_size: int,
+        retry_after: int,
+    ) -> None:
+        self.config = config
+        self.env = env
+        self.inbox_size = inbox_size
+        self.retry_after = retry_after
+        self.registry: Registry = config.registry
+        self.inboxes: dict[str, trio.MemorySendChannel[Message]] = {}
+        # Read-only view for statistics; each state is owned by its actor.
+        self.states: dict[str, PresentityState] = {}
+        self._nursery: trio.Nursery | None = None
+        self.actors_started = 0
+        self.inbox_high_water = 0
+        self.rejected_503 = 0
+        self.errors_500 = 0
+        env.notify_answered = self._notify_answered
+        env.on_error = self._count_error
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- delivery -------------------------------------------------------------
+
+    def deliver_nowait(self, uri: str, msg: Message) -> None:
+        """Raise trio.WouldBlock when the actor's inbox is full."""
+        inbox = self.inboxes.get(uri)
+        if inbox is None:
+            inbox = self.start_actor(PresentityState(uri, self.config))
+        inbox.send_nowait(msg)
+        queued = inbox.statistics().current_buffer_used
+        if queued > self.inbox_high_water:
+            self.inbox_high_water = queued
+
+    def start_actor(
+        self, state: PresentityState, initial: list[Effect] | None = None
+    ) -> trio.MemorySendChannel[Message]:
+        assert self._nursery is not None, "Router.serve must be started first"
+        send, receive = trio.open_memory_channel[Message](self.inbox_size)
+        self.inboxes[state.uri] = send
+        self.states[state.uri] = state
+        self.actors_started += 1
+        self._nursery.start_soon(self._run, state, receive, initial)
+        return send
+
+    async def _run(
+        self,
+        state: PresentityState,
+        inbox: trio.MemoryReceiveChannel[Message],
+        initial: list[Effect] | None,
+    ) -> None:
+        try:
+            await run_actor(state, inbox, self.env, self._idle, initial)
+        finally:
+            if self.inboxes.get(state.uri) is not None and state.empty():
+                self._idle(state.uri)
+
+    def _idle(self, uri: str) -> bool:
+        """Unregister an actor that holds nothing, unless messages wait for it."""
+        send = self.inboxes.get(uri)
+        if send is None:
+            return True
+        if send.statistics().current_buffer_used:
+            return False
+        del self.inboxes[uri]
+        self.states.pop(uri, None)
+        send.close()
+        return True
+
+    def _notify_answered(self, uri: str, effect: SendNotify, status: int) -> None:
+        msg = NotifyAnswered(effect.key, effect.cseq, status)
+        try:
+            self.deliver_nowait(uri, msg)
+        except trio.WouldBlock:
+            # The answer is lost, not the subscription: the next change finds
+            # the NOTIFY still marked in flight only until its Timer F answer.
+            log.warning("inbox of %s full: NOTIFY answer %d dropped", uri, status)
+
+    def _count_error(self) -> None:
+        self.errors_500 += 1
+
+    def statistics(self) -> RouterStatistics:
+        return RouterStatistics(
+            len(self.inboxes),
+            self.actors_started,
+            self.inbox_high_water,
+            self.rejected_503,
+            self.errors_500,
+        )
+
+    # -- requests from the transport -------------------------------------
+
+    def on_request(self, request: Request, peer: Peer) -> None:
+        """Classify and route one new request; answer errors at once."""
+        try:
+            self._route(request, peer)
+        except SipError as exc:
+            self._respond(request, peer, exc.status, exc.reason, exc.headers)
+
+    def _respond(
+        self,
+        request: Request,
+        peer: Peer,
+        status: int,
+        reason: str,
+        headers: tuple[tuple[str, str], ...],
+    ) -> None:
+        response = make_response(
+            request, status, reason, headers=(*headers, ("Server", self.env.server_header))
+        )
+        self.env.sender.send_response(request, response, peer)
+
+    def _route(self, request: Request, peer: Peer) -> None:
+        method = request.method
+        if method == "ACK":
+            return
+        if method == "OPTIONS":
+            self._respond(request, peer, 200, "OK", (("Allow", ALLOW), *self._allow_events()))
+            return
+        if method not in ("SUBSCRIBE", "PUBLISH"):
+            raise SipError(405, "Method Not Allowed", (("Allow", ALLOW),))
+        event = request.event
+        if event is None:
+            raise SipError(489, "Bad Event: missing Event header", self._allow_events())
+        name = event_name(event)
+        if self.registry.get(name) is None:
+            raise SipError(489, "Bad Event", self._allow_events())
+        uri = self._presentity(request)
+        msg: Message = (
+            Subscribe(request, peer, name)
+            if method == "SUBSCRIBE"
+            else Publish(request, peer, name)
+        )
+        try:
+            self.deliver_nowait(uri, msg)
+        except trio.WouldBlock:
+            self.rejected_503 += 1
+            raise SipError(
+                503, "Service Unavailable", (("Retry-After", str(self.retry_after)),)
+            ) from None
+
+    def _allow_events(self) -> tuple[tuple[str, str], ...]:
+        return (("Allow-Events", self.registry.allow_events),)
+
+    def _presentity(self, request: Request) -> str:
+        ruri = request.ruri
+        if request.to.tag is not None and ruri.user and ruri.user.startswith("sip"):
+            # Our own Contact: the user part is the escaped presentity AOR.
+            target = unquote(ruri.user)
+            if target.startswith(("sip:", "sips:")):
+                return parse_uri(target).aor
+        if request.to.tag is not None:
+            return parse_uri(request.to.uri).aor
+        if not ruri.user:
+            raise SipError(404, "Not Found: no user in Request-URI")
+        return ruri.aor

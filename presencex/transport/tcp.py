@@ -1,0 +1,93 @@
+"""TCP: a listener, one reader and one writer task per connection.
+
+Incoming connections are registered by their remote address so NOTIFYs to a
+watcher reuse the connection its SUBSCRIBE came on.  Outgoing connections
+are opened on demand by the hub; messages queue while the connect runs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from presencex.sip.errors import SipError
+from presencex.sip.parse import StreamFramer
+from presencex.transport.hub import Connection, Hub
+from presencex.transport.peer import Peer
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 65536
+# An idle client connection is closed after this long (SIP clients refresh
+# well within an hour and reconnect when they need to).
+IDLE_TIMEOUT = 3600.0
+CONNECT_TIMEOUT = 5.0
+
+
+async def serve_tcp(
+    hub: Hub,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound_port = listeners[0].socket.getsockname()[1]
+    local = f"tcp:{host}:{bound_port}" if ":" not in host else f"tcp:[{host}]:{bound_port}"
+    hub.listen_hosts[local] = (host, bound_port)
+    task_status.started(local)
+
+    async def accepted(stream: trio.SocketStream) -> None:
+        address = stream.socket.getpeername()
+        conn = Connection(hub.new_connection_id(), (address[0], address[1]), local)
+        hub.register(conn)
+        await _serve_connection(hub, conn, stream)
+
+    await trio.serve_listeners(accepted, listeners)
+
+
+async def connect_and_serve(hub: Hub, conn: Connection) -> None:
+    try:
+        with trio.fail_after(CONNECT_TIMEOUT):
+            stream = await trio.open_tcp_stream(conn.remote[0], conn.remote[1])
+    except (OSError, trio.TooSlowError) as exc:
+        log.info("TCP connect to %s:%d failed: %s", *conn.remote, exc)
+        hub.unregister(conn)
+        return
+    await _serve_connection(hub, conn, stream)
+
+
+async def _serve_connection(hub: Hub, conn: Connection, stream: trio.SocketStream) -> None:
+    try:
+        async with stream, trio.open_nursery() as nursery:
+            nursery.start_soon(_write, conn, stream)
+            await _read(hub, conn, stream)
+            nursery.cancel_scope.cancel()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+        log.debug("TCP connection %s:%d ended: %s", *conn.remote, exc)
+    finally:
+        hub.unregister(conn)
+
+
+async def _read(hub: Hub, conn: Connection, stream: trio.SocketStream) -> None:
+    framer = StreamFramer(hub.max_message_size)
+    peer = Peer("tcp", conn.remote[0], conn.remote[1], conn.local, conn.id)
+    while True:
+        with trio.move_on_after(IDLE_TIMEOUT) as idle:
+            data = await stream.receive_some(READ_SIZE)
+        if idle.cancelled_caught or not data:
+            return
+        try:
+            messages = framer.feed(data)
+        except SipError as exc:
+            # A stream that cannot be framed cannot be resynchronised.
+            log.info("closing TCP connection from %s: %s", peer, exc.reason)
+            return
+        for message in messages:
+            hub.on_bytes(message, peer)
+
+
+async def _write(conn: Connection, stream: trio.SocketStream) -> None:
+    async for data in conn.receive_channel:
+        await stream.send_all(data)

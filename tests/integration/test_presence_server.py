@@ -1,0 +1,201 @@
+"""The real server process over real loopback UDP and TCP sockets."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import trio
+
+from presencex.bodies.pidf import tuple_statuses
+from presencex.sip.message import Request, Response
+from tests.integration.server import TcpPeer, open_udp_peer, running_server
+from tests.sipmsg import pidf, request_bytes
+
+ALICE = "sip:alice@example.com"
+BOB = "sip:bob@example.com"
+PIDF_TYPE = "application/pidf+xml"
+
+
+def publish_bytes(
+    port: int, peer_port: int, tuple_id: str, basic: str = "open", **kw: object
+) -> bytes:
+    return request_bytes(
+        "PUBLISH",
+        f"sip:alice@127.0.0.1:{port}",
+        from_uri=ALICE,
+        to_uri=ALICE,
+        body=pidf(ALICE, tuple_id, basic),
+        content_type=PIDF_TYPE,
+        expires=600,
+        via=f"SIP/2.0/UDP 127.0.0.1:{peer_port}",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def _subscribe(port: int, watcher_port: int, call_id: str) -> bytes:
+    return request_bytes(
+        "SUBSCRIBE",
+        f"sip:alice@127.0.0.1:{port}",
+        from_uri=BOB,
+        to_uri=ALICE,
+        call_id=call_id,
+        expires=600,
+        contact=f"sip:bob@127.0.0.1:{watcher_port}",
+        via=f"SIP/2.0/UDP 127.0.0.1:{watcher_port}",
+    )
+
+
+async def test_two_devices_publish_watcher_sees_both_then_modify_and_removal(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path) as server:
+        phone = await open_udp_peer(server.port)
+        laptop = await open_udp_peer(server.port)
+        watcher = await open_udp_peer(server.port)
+        await phone.send(publish_bytes(server.port, phone.port, "phone"))
+        (ok,), _ = await phone.collect(responses=1)
+        assert ok.status == 200
+        phone_etag = ok.headers.get("SIP-ETag")
+        await laptop.send(publish_bytes(server.port, laptop.port, "laptop"))
+        (ok2,), _ = await laptop.collect(responses=1)
+        assert ok2.status == 200
+
+        await watcher.send(await _subscribe(server.port, watcher.port, "w-1"))
+        (sub_ok,), (notify,) = await watcher.collect(responses=1, notifies=1)
+        assert sub_ok.status == 200
+        assert (notify.headers.get("Subscription-State") or "").startswith("active")
+        assert tuple_statuses(notify.body) == {"phone": "open", "laptop": "open"}
+
+        # A modify from the phone reaches the watcher.
+        await phone.send(
+            publish_bytes(
+                server.port, phone.port, "phone", "closed", extra=[("SIP-If-Match", phone_etag)]
+            )
+        )
+        (ok3,), _ = await phone.collect(responses=1)
+        assert ok3.status == 200
+        _, (changed,) = await watcher.collect(notifies=1)
+        assert tuple_statuses(changed.body) == {"phone": "closed", "laptop": "open"}
+
+        # The laptop removes its publication: shown closed, once.
+        await laptop.send(
+            request_bytes(
+                "PUBLISH",
+                f"sip:alice@127.0.0.1:{server.port}",
+                from_uri=ALICE,
+                to_uri=ALICE,
+                expires=0,
+                extra=[("SIP-If-Match", ok2.headers.get("SIP-ETag") or "")],
+                via=f"SIP/2.0/UDP 127.0.0.1:{laptop.port}",
+            )
+        )
+        (ok4,), _ = await laptop.collect(responses=1)
+        assert ok4.status == 200
+        _, (gone,) = await watcher.collect(notifies=1)
+        assert tuple_statuses(gone.body)["laptop"] == "closed"
+
+
+async def test_kill_9_and_restart_keep_subscription_and_publications(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        phone = await open_udp_peer(server.port)
+        watcher = await open_udp_peer(server.port)
+        await phone.send(publish_bytes(server.port, phone.port, "phone"))
+        (ok,), _ = await phone.collect(responses=1)
+        etag = ok.headers.get("SIP-ETag") or ""
+        await watcher.send(await _subscribe(server.port, watcher.port, "w-restart"))
+        (sub_ok,), (first,) = await watcher.collect(responses=1, notifies=1)
+        to_tag = sub_ok.to.tag
+
+        server.kill9()
+        with sqlite3.connect(server.db_path) as db:
+            assert db.execute("select count(*) from active_watchers").fetchone()[0] == 1
+            assert db.execute("select count(*) from presentity").fetchone()[0] == 1
+        server.start()
+
+        # After the restart the watcher is told the current state again...
+        _, (again,) = await watcher.collect(notifies=1, within=10)
+        assert again.from_.tag == to_tag
+        assert again.cseq[0] > first.cseq[0]
+        assert tuple_statuses(again.body) == {"phone": "open"}
+        # ...and the phone's next PUBLISH (with its old ETag) reaches it.
+        await phone.send(
+            publish_bytes(
+                server.port, phone.port, "phone", "closed", extra=[("SIP-If-Match", etag)]
+            )
+        )
+        (ok2,), _ = await phone.collect(responses=1)
+        assert ok2.status == 200
+        _, (changed,) = await watcher.collect(notifies=1)
+        assert tuple_statuses(changed.body) == {"phone": "closed"}
+
+
+async def test_tcp_subscribe_notifies_on_the_same_connection(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        peer = TcpPeer(stream)
+        await peer.send(
+            request_bytes(
+                "SUBSCRIBE",
+                f"sip:alice@127.0.0.1:{server.port}",
+                from_uri=BOB,
+                to_uri=ALICE,
+                expires=600,
+                contact=f"sip:bob@127.0.0.1:{peer.port};transport=tcp",
+                via=f"SIP/2.0/TCP 127.0.0.1:{peer.port}",
+            )
+        )
+        got: list[Request | Response] = [await peer.receive(), await peer.receive()]
+        kinds = sorted(type(m).__name__ for m in got)
+        assert kinds == ["Request", "Response"]
+        notify = next(m for m in got if isinstance(m, Request))
+        assert notify.method == "NOTIFY"
+        assert notify.top_via.transport == "TCP"
+        await peer.answer(notify)
+        await stream.aclose()
+
+
+async def test_bad_input_gets_clear_answers_and_server_goes_on(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        peer = await open_udp_peer(server.port)
+        # A request with a broken CSeq: 400 naming the header.
+        bad = request_bytes(
+            "SUBSCRIBE", f"sip:alice@127.0.0.1:{server.port}", from_uri=BOB, to_uri=ALICE
+        ).replace(b"CSeq: 1 SUBSCRIBE", b"CSeq: x SUBSCRIBE")
+        await peer.send(bad)
+        # The answer copies the broken CSeq (RFC 3261 §8.2.6.2), so read it raw.
+        status_line = (await peer.receive_raw()).split(b"\r\n", 1)[0]
+        assert status_line.startswith(b"SIP/2.0 400 ")
+        assert b"CSeq" in status_line
+        # Unsupported event: 489 with Allow-Events.
+        await peer.send(
+            request_bytes(
+                "SUBSCRIBE",
+                f"sip:alice@127.0.0.1:{server.port}",
+                from_uri=BOB,
+                to_uri=ALICE,
+                event="message-summary",
+                via=f"SIP/2.0/UDP 127.0.0.1:{peer.port}",
+            )
+        )
+        (resp,), _ = await peer.collect(responses=1)
+        assert resp.status == 489
+        assert "presence" in (resp.headers.get("Allow-Events") or "")
+        # Garbage is dropped, and the server still serves.
+        await peer.send(b"\x00\x01garbage\r\n\r\n")
+        await peer.send(publish_bytes(server.port, peer.port, "p"))
+        (ok,), _ = await peer.collect(responses=1)
+        assert ok.status == 200
+
+
+async def test_retransmitted_publish_is_answered_once_processed(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        peer = await open_udp_peer(server.port)
+        data = publish_bytes(server.port, peer.port, "phone", branch="z9hG4bK-same")
+        await peer.send(data)
+        (first,), _ = await peer.collect(responses=1)
+        await peer.send(data)
+        (second,), _ = await peer.collect(responses=1)
+        assert first.headers.get("SIP-ETag") == second.headers.get("SIP-ETag")
+        with sqlite3.connect(server.db_path) as db:
+            assert db.execute("select count(*) from presentity").fetchone()[0] == 1
