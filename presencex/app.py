@@ -16,8 +16,11 @@ import trio
 
 from presencex.config import Config
 from presencex.control.server import ControlServer
+from presencex.events.base import EventPackage
+from presencex.events.dialog import DialogPackage
 from presencex.events.presence import PresencePackage
 from presencex.events.registry import Registry
+from presencex.events.winfo import WatcherInfoPackage
 from presencex.presence.actor import ActorEnv
 from presencex.presence.state import PresentityState, StateConfig
 from presencex.router import Router
@@ -67,9 +70,17 @@ class StoreAdapter:
 
 
 def build_registry(config: Config) -> Registry:
-    packages = []
+    """The events presence_xml "constructs and adds": presence, presence.winfo,
+    dialog;sla (with dialog;ma), plus dialog for busy-lamp fields."""
+    packages: list[EventPackage] = []
     if not config.disable_presence:
         packages.append(PresencePackage(force_dummy_presence=config.force_dummy_presence))
+    if not config.disable_winfo:
+        packages.append(WatcherInfoPackage())
+    if not config.disable_bla:
+        packages += [DialogPackage(name="dialog;sla"), DialogPackage(name="dialog;ma")]
+    if not config.disable_dialog:
+        packages.append(DialogPackage(name="dialog"))
     return Registry(packages)
 
 

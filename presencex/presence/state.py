@@ -474,6 +474,8 @@ class PresentityState:
     def _final_notify(self, watch: Watch, now: float, reason: str) -> list[Effect]:
         record = replace(watch.record, status="terminated", reason=reason)
         watch.record = record
+        # RFC 6665 reasons and RFC 3858 winfo events share their names.
+        watch.winfo_event = reason.split(";", 1)[0]
         watch.in_flight = None  # the final NOTIFY goes out whatever is pending
         return self._send(watch, f"terminated;reason={reason}", None)
 
@@ -569,7 +571,6 @@ class PresentityState:
                 del self.watches[key]
                 effects.append(PersistLater((DropSubscription(key),)))
                 effects.extend(self._final_notify(watch, now, "timeout"))
-                watch.winfo_event = "timeout"
                 effects.extend(self._watcher_list_changed(watch, now))
             else:
                 assert isinstance(key, tuple)
