@@ -1,0 +1,104 @@
+"""The control socket and ``presencex ctl`` against a real server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from presencex.control.server import bind_unix_socket
+from tests.integration.server import open_udp_peer, running_server
+from tests.sipmsg import request_bytes
+
+ALICE = "sip:alice@example.com"
+BOB = "sip:bob@example.com"
+
+
+def ctl(socket_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "presencex", "ctl", "--socket", str(socket_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_ctl_stats_subscriptions_and_refresh(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        sock = tmp_path / "ctl.sock"
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        watcher = await open_udp_peer(server.port)
+        await watcher.send(
+            request_bytes(
+                "SUBSCRIBE",
+                ALICE,
+                from_uri=BOB,
+                to_uri=ALICE,
+                expires=600,
+                contact=f"sip:bob@127.0.0.1:{watcher.port}",
+                via=f"SIP/2.0/UDP 127.0.0.1:{watcher.port}",
+            )
+        )
+        await watcher.collect(responses=1, notifies=1)
+
+        listed = ctl(sock, "--json", "presentity_list")
+        assert listed.returncode == 0, listed.stderr
+        assert json.loads(listed.stdout) == [ALICE]
+
+        subs = ctl(sock, "--json", "subscriptions", ALICE)
+        assert subs.returncode == 0, subs.stderr
+        (sub,) = json.loads(subs.stdout)
+        assert sub["watcher"] == BOB
+        assert sub["status"] == "active"
+
+        # refreshWatchers reaches the actor, which NOTIFYs the watcher again.
+        refreshed = ctl(sock, "refreshWatchers", ALICE, "presence", "1")
+        assert refreshed.returncode == 0, refreshed.stderr
+        _, (notify,) = await watcher.collect(notifies=1)
+        assert notify.method == "NOTIFY"
+        # The seed's spelling with Kamailio's RPC prefix works too.
+        assert ctl(sock, "presence.refreshWatchers", ALICE, "presence", "0").returncode == 0
+
+        stats = ctl(sock, "--json", "stats")
+        assert stats.returncode == 0
+        figures = json.loads(stats.stdout)
+        assert figures["transport"]["requests"]["SUBSCRIBE"] == 1
+        assert figures["subscriptions"] == {"presence:active": 1}
+
+        wrong = ctl(sock, "nosuchmethod")
+        assert wrong.returncode == 1
+        assert "unknown method" in wrong.stderr
+        bad_args = ctl(sock, "refreshWatchers", ALICE)
+        assert bad_args.returncode == 1
+        assert "usage" in bad_args.stderr
+
+
+def test_ctl_without_server_says_so(tmp_path: Path) -> None:
+    result = ctl(tmp_path / "nothing.sock", "stats")
+    assert result.returncode == 1
+    assert "no server is running" in result.stderr
+
+
+def test_stale_socket_is_replaced_live_one_and_files_are_not(tmp_path: Path) -> None:
+    path = tmp_path / "ctl.sock"
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()  # the file stays, nobody listens: stale
+    sock = bind_unix_socket(str(path))
+    try:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        with pytest.raises(OSError, match="another server"):
+            bind_unix_socket(str(path))
+    finally:
+        sock.close()
+    regular = tmp_path / "file"
+    regular.write_text("keep me")
+    with pytest.raises(OSError, match="not a socket"):
+        bind_unix_socket(str(regular))
+    assert regular.read_text() == "keep me"
