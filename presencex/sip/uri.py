@@ -399,7 +399,9 @@ def parse_via(value: str) -> Via:
     if not is_token(transport):
         raise _bad(what)
     # sent-by allows LWS around the colon (§25.1 COLON = SWS ":" SWS).
-    sent_by = "".join(transport_and_host[1].split())
+    sent_by = transport_and_host[1].strip()
+    if " " in sent_by or "\t" in sent_by:
+        sent_by = ":".join(part.strip() for part in sent_by.split(":"))
     host, port = parse_hostport(sent_by, what)
     params = parse_params(param_text, what) if semi else ()
     return Via(f"{name}/{version}", transport, host, port, params)
