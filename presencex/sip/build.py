@@ -111,7 +111,12 @@ def serialize(msg: Request | Response) -> bytes:
     if isinstance(msg, Request):
         lines = [f"{msg.method} {msg.uri} SIP/2.0"]
     else:
-        lines = [f"SIP/2.0 {msg.status} {msg.reason}"]
+        reason = msg.reason
+        if "\r" in reason or "\n" in reason:
+            # A reason phrase may not hold CR or LF (RFC 3261 §25.1); ours can
+            # quote peer input, which must not become a header of its own.
+            reason = " ".join(reason.split())
+        lines = [f"SIP/2.0 {msg.status} {reason}"]
     lines += [f"{name}: {value}" for name, value in msg.headers.items if name != "Content-Length"]
     lines.append(f"Content-Length: {len(msg.body)}")
     lines.append("\r\n")

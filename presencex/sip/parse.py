@@ -28,8 +28,8 @@ MAX_MESSAGE_SIZE = 65535
 # Real requests carry 10 to 30 header fields; 200 leaves room for long Route
 # and Record-Route sets while bounding the work a hostile message can cause.
 MAX_HEADERS = 200
-# Header names and CSeq numbers are short; the status code is three digits
-# (RFC 3261 §25.1 Status-Code = 3DIGIT).
+# Status-Code is three digits (RFC 3261 §25.1) and the classes defined are
+# 1xx to 6xx (§21); anything else cannot be interpreted.
 _STATUS_MIN = 100
 _STATUS_MAX = 699
 
@@ -39,6 +39,7 @@ _STATUS_MAX = 699
 _SINGLE_MANDATORY = ("From", "To", "Call-ID", "CSeq")
 
 _SIP_VERSION = "SIP/2.0"
+# RFC 5626 §3.5.1 keep-alive ping on a stream.
 _PING = b"\r\n\r\n"
 
 
@@ -303,6 +304,31 @@ class StreamFramer:
 
 
 def _stream_content_length(head: bytes) -> int:
+    lower = head.lower()
+    at = lower.find(b"\ncontent-length")
+    if at >= 0 and b"\nl" not in lower.replace(b"\ncontent-length", b""):
+        # Fast path: one long-form Content-Length and no compact "l" line.
+        end = lower.find(b"\n", at + 1)
+        line = head[at + 1 : end if end >= 0 else len(head)]
+        following = head[end + 1 : end + 2] if end >= 0 else b""
+        name, colon, raw = line.partition(b":")
+        if (
+            colon
+            and following not in (b" ", b"\t")
+            and lower.count(b"\ncontent-length") == 1
+            and name.rstrip(b" \t").lower() == b"content-length"
+        ):
+            return _content_length_value(raw.strip().decode("latin-1"))
+    return _stream_content_length_slow(head)
+
+
+def _content_length_value(value: str) -> int:
+    if not value.isdigit() or not value.isascii() or len(value) > 10:
+        raise SipError(400, "Bad Content-Length header")
+    return int(value)
+
+
+def _stream_content_length_slow(head: bytes) -> int:
     value: str | None = None
     has_type = False
     for line in head.decode("latin-1").replace("\r\n", "\n").split("\n")[1:]:
@@ -320,6 +346,4 @@ def _stream_content_length(head: bytes) -> int:
         if has_type:
             raise SipError(400, "Missing Content-Length header")
         return 0
-    if not value.isdigit() or not value.isascii() or len(value) > 10:
-        raise SipError(400, "Bad Content-Length header")
-    return int(value)
+    return _content_length_value(value)

@@ -163,3 +163,10 @@ def test_built_notify_parses_back() -> None:
         req.method, req.uri, req.headers.with_header("l", str(len(body))), body
     )
     assert Headers.of(*parsed.headers.items) == parsed.headers
+
+
+def test_reason_phrase_cannot_inject_headers() -> None:
+    resp = make_response(_request(samples.PUBLISH), 400, "Bad\r\nX-Evil: 1")
+    wire = serialize(resp)
+    assert wire.startswith(b"SIP/2.0 400 Bad X-Evil: 1\r\nVia: ")
+    assert "X-Evil" not in parse_message(wire).headers

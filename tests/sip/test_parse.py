@@ -386,3 +386,16 @@ def test_stream_over_size_content_length_is_513_at_once() -> None:
 
 def test_stream_bare_lf_message() -> None:
     assert StreamFramer().feed(samples.COMPACT_SUBSCRIBE) == [samples.COMPACT_SUBSCRIBE]
+
+
+@pytest.mark.parametrize("extra", [b"Content-Length: 0\r\n", b"l: 0\r\n"], ids=["long", "compact"])
+def test_stream_duplicate_content_length_is_400(extra: bytes) -> None:
+    data = samples.OK_200.replace(b"Call-ID", extra + b"Call-ID")
+    with pytest.raises(SipError) as info:
+        StreamFramer().feed(data)
+    assert info.value.reason == "Duplicate Content-Length header"
+
+
+def test_stream_content_length_with_odd_spacing_and_case() -> None:
+    data = samples.PUBLISH.replace(b"Content-Length: 235", b"CONTENT-length  :235  ")
+    assert StreamFramer().feed(data + samples.OK_200) == [data, samples.OK_200]
