@@ -11,6 +11,7 @@ import logging
 import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import trio
 
@@ -21,15 +22,17 @@ from presencex.events.dialog import DialogPackage
 from presencex.events.presence import PresencePackage
 from presencex.events.registry import Registry
 from presencex.events.winfo import WatcherInfoPackage
-from presencex.presence.actor import ActorEnv
+from presencex.presence.actor import ActorEnv, DocumentSource, NoDocuments
 from presencex.presence.state import PresentityState, StateConfig
 from presencex.router import Router
-from presencex.store.load import load_state
+from presencex.store.load import load_publications, load_state
 from presencex.store.records import Publication, Subscription
 from presencex.store.writer import PurgeExpired, StoreError, StoreOp, StoreWriter
 from presencex.transport.hub import Hub
 from presencex.transport.tcp import serve_tcp
 from presencex.transport.udp import serve_udp
+from presencex.xcap.fetcher import fetcher_from_config
+from presencex.xcap.table import XcapTable
 
 log = logging.getLogger(__name__)
 
@@ -138,11 +141,16 @@ async def serve(
             max_expires=config.max_expires,
             default_expires=config.default_expires,
             server_header=config.server_header,
+            xcapauth_userdel_reason=config.xcapauth_userdel_reason,
+            enable_sphere_check=config.enable_sphere_check,
+            pidf_manipulation=config.pidf_manipulation,
         )
         router = Router(
             state_config, env, inbox_size=config.inbox_size, retry_after=config.retry_after
         )
         await nursery.start(router.serve)
+        env.documents = await _start_documents(config, router, nursery)
+        env.reload = partial(_reload, config.db_path, clock)
         hub.on_request = router.on_request
         listening: list[str] = []
         for address in config.listen:
@@ -159,6 +167,26 @@ async def serve(
         )
         await nursery.start(control.serve)
         task_status.started(server)
+
+
+async def _start_documents(
+    config: Config, router: Router, nursery: trio.Nursery
+) -> DocumentSource:
+    """Where pres-rules and pidf-manipulation documents come from: the xcap
+    table (integrated_xcap_server = 1) or the XCAP fetcher task."""
+    if config.force_active and not config.pidf_manipulation:
+        return NoDocuments()
+    if config.integrated_xcap_server:
+        table = XcapTable(config.db_path, config.xcap_table, deliver=router.deliver_nowait)
+        await nursery.start(table.serve)
+        return table
+    fetcher = fetcher_from_config(config, router.deliver_nowait)
+    await nursery.start(fetcher.serve)
+    return fetcher
+
+
+async def _reload(path: str, clock: WallClock, uri: str, event: str) -> tuple[Publication, ...]:
+    return await trio.to_thread.run_sync(load_publications, path, uri, event, clock.now())
 
 
 async def _cleanup(writer: StoreWriter, clock: WallClock) -> object:

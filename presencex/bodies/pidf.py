@@ -329,3 +329,26 @@ def neutral_pidf(entity: str) -> bytes:
     document, so the watcher cannot tell it from an absent presentity.
     """
     return offline_pidf(entity)
+
+
+RPID_SPHERE = f"{{{RPID_NS}}}sphere"
+
+
+def pidf_sphere(body: bytes) -> str | None:
+    """The presentity's current sphere (RFC 4480 §3.12), from the first
+    ``rpid:sphere`` of a person element: what pres-rules ``sphere`` conditions
+    are matched against (RFC 4745 §7.2, RFC 5025 §3.1.2)."""
+    root = _parse_stored(body)
+    if root is None:
+        return None
+    for person in root.iter(PERSON):
+        for sphere in person.iter(RPID_SPHERE):
+            # The sphere's value is its text, or the name of an empty child
+            # element such as <rpid:work/> (RFC 4480 §3.12).
+            text = (sphere.text or "").strip()
+            if text:
+                return text
+            for child in sphere:
+                if isinstance(child.tag, str):
+                    return etree.QName(child).localname
+    return None

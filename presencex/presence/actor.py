@@ -9,19 +9,22 @@ with the Call-ID; the actor and the server go on.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, assert_never
 
 import trio
 
 from presencex.presence.messages import (
     Effect,
     Expire,
+    FetchDocument,
     Message,
     Persist,
     PersistLater,
+    PublicationsLoaded,
     Publish,
+    ReloadPublications,
     Reply,
     SendNotify,
     Subscribe,
@@ -29,6 +32,7 @@ from presencex.presence.messages import (
 from presencex.presence.state import PresentityState
 from presencex.sip.build import make_response
 from presencex.sip.message import Request, Response
+from presencex.store.records import Publication
 from presencex.store.writer import StoreError, StoreOp
 from presencex.transport.peer import Peer
 
@@ -55,6 +59,21 @@ class Clock(Protocol):
     def to_trio(self, when: float) -> float: ...
 
 
+class DocumentSource(Protocol):
+    def request_nowait(self, user: str, auid: str, *, revalidate: bool = False) -> None: ...
+
+
+class NoDocuments:
+    """With force_active and no pidf_manipulation nothing is ever fetched."""
+
+    def request_nowait(self, user: str, auid: str, *, revalidate: bool = False) -> None:
+        log.debug("no document source configured for %s of %s", auid, user)
+
+
+async def _no_reload(uri: str, event: str) -> tuple[Publication, ...]:
+    return ()
+
+
 @dataclass(slots=True)
 class ActorEnv:
     sender: Sender
@@ -63,6 +82,8 @@ class ActorEnv:
     notify_answered: Callable[[str, SendNotify, int], None]
     on_error: Callable[[], None] = lambda: None
     server_header: str = "presencex"
+    documents: DocumentSource = field(default_factory=NoDocuments)
+    reload: Callable[[str, str], Awaitable[tuple[Publication, ...]]] = _no_reload
 
 
 async def run_actor(
@@ -138,6 +159,13 @@ async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv)
                 if failed:
                     continue
                 env.sender.send_notify(effect, _answer_callback(env, state.uri, effect))
+            case FetchDocument(auid, revalidate):
+                env.documents.request_nowait(state.uri, auid, revalidate=revalidate)
+            case ReloadPublications(event):
+                publications = await env.reload(state.uri, event)
+                await _handle(state, PublicationsLoaded(event, publications), env)
+            case _:
+                assert_never(effect)
 
 
 def _answer_callback(env: ActorEnv, uri: str, effect: SendNotify) -> Callable[[int], None]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from presencex.sip.message import Request
-from presencex.store.records import DialogKey
+from presencex.store.records import DialogKey, Publication
 from presencex.store.writer import StoreOp
 from presencex.transport.peer import Peer
 
@@ -71,7 +71,24 @@ class Query:
     reply: Callable[[object], None]
 
 
-Message = Publish | Subscribe | NotifyAnswered | Expire | Refresh | RulesChanged | Query
+@dataclass(frozen=True, slots=True)
+class PublicationsLoaded:
+    """refreshWatchers type 1: the event's publications as the database holds them."""
+
+    event: str
+    publications: tuple[Publication, ...]
+
+
+Message = (
+    Publish
+    | Subscribe
+    | NotifyAnswered
+    | Expire
+    | Refresh
+    | RulesChanged
+    | Query
+    | PublicationsLoaded
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,4 +125,20 @@ class PersistLater:
     ops: tuple[StoreOp, ...]
 
 
-Effect = Reply | SendNotify | Persist | PersistLater
+@dataclass(frozen=True, slots=True)
+class FetchDocument:
+    """Ask the document source (xcap table or XCAP fetcher) for a document of
+    this presentity; the answer comes back as ``RulesChanged``."""
+
+    auid: str  # "pres-rules" | "pidf-manipulation"
+    revalidate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPublications:
+    """Re-read the event's publications from the database (refreshWatchers 1)."""
+
+    event: str
+
+
+Effect = Reply | SendNotify | Persist | PersistLater | FetchDocument | ReloadPublications

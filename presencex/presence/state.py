@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import assert_never
 from urllib.parse import quote
 
+from presencex.auth.rules import Decision, RuleSet, evaluate, parse_rules
+from presencex.bodies.pidf import pidf_sphere, validate_pidf
 from presencex.bodies.watcherinfo import WatcherEntry
 from presencex.bodies.xmlparse import BodyError
 from presencex.events.base import EventPackage, WatcherView
@@ -32,13 +34,16 @@ from presencex.events.registry import Registry
 from presencex.presence.messages import (
     Effect,
     Expire,
+    FetchDocument,
     Message,
     NotifyAnswered,
     Persist,
     PersistLater,
+    PublicationsLoaded,
     Publish,
     Query,
     Refresh,
+    ReloadPublications,
     Reply,
     RulesChanged,
     SendNotify,
@@ -76,6 +81,15 @@ class StateConfig:
     max_expires: int = 3600
     default_expires: int = 3600
     server_header: str = "presencex"
+    # What a watcher whose access was revoked is told (Kamailio's
+    # xcapauth_userdel_reason), e.g. "probation;retry-after=30".
+    xcapauth_userdel_reason: str = "probation"
+    enable_sphere_check: bool = False
+    pidf_manipulation: bool = False
+    # How long a new watcher's first NOTIFY waits for the rules to arrive
+    # before it goes out as pending: long enough for the table or a cached
+    # fetch, short enough to count as "immediately" (RFC 6665 §4.2.1.2).
+    rules_wait: float = 2.0
 
 
 @dataclass(slots=True)
@@ -89,6 +103,10 @@ class Watch:
     # NOTIFY must carry the full list (the first one, RFC 3857 §5.2).
     winfo_pending: dict[str, WatcherEntry] = field(default_factory=dict)
     winfo_full: bool = True
+    # Authorization: the decision this watcher's view follows (None with
+    # force_active or no rules), and whether its first NOTIFY waits for rules.
+    decision: Decision | None = None
+    held: bool = False
 
 
 def local_contact(presentity: str, local: str) -> str:
@@ -109,6 +127,13 @@ class PresentityState:
         self._timers: list[tuple[float, int, str, object]] = []
         self._timer_seq = 0
         self._last_pub_seq = 0
+        # pres-rules (RFC 5025) and pidf-manipulation (RFC 4827) documents,
+        # as the document source last delivered them.
+        self.rules: RuleSet | None = None
+        self.rules_known = False
+        self.rules_requested = False
+        self.manipulation: bytes | None = None
+        self.manipulation_requested = False
 
     # -- life cycle -------------------------------------------------------
 
@@ -133,7 +158,14 @@ class PresentityState:
             self.watches[sub.key] = watch
             self._schedule(sub.expires_at, "sub", sub.key)
         for watch in self.watches.values():
-            effects.extend(self._notify(watch, now))
+            if self._needs_rules(watch.record.event):
+                watch.held = True
+            else:
+                effects.extend(self._notify(watch, now))
+        if any(w.held for w in self.watches.values()):
+            effects.extend(self._request_rules(now))
+        if self.watches:
+            effects.extend(self._request_manipulation())
         return effects
 
     # -- dispatch ----------------------------------------------------------
@@ -155,12 +187,14 @@ class PresentityState:
             case Expire():
                 return self._expire(now)
             case Refresh():
-                effects = self._renotify_all(msg.event, now)
+                effects = self._refresh(msg, now)
                 if msg.reply is not None:
-                    msg.reply({"presentity": self.uri, "notified": len(effects)})
+                    msg.reply({"presentity": self.uri, "event": msg.event, "type": msg.kind})
                 return effects
             case RulesChanged():
-                return []
+                return self._document_changed(msg, now)
+            case PublicationsLoaded():
+                return self._publications_loaded(msg, now)
             case Query():
                 if msg.what == "subscriptions":
                     msg.reply([_describe_sub(w.record, now) for w in self.watches.values()])
@@ -241,6 +275,9 @@ class PresentityState:
         ]
         if body:  # a refresh changes nothing a watcher sees (RFC 3903 §4.2)
             self._aggregates.pop(msg.event, None)
+            if msg.event == "presence" and self.config.enable_sphere_check and self.rules:
+                # The sphere may have moved: some watchers' decisions with it.
+                effects.extend(self._reauthorize(now))
             effects.extend(self._notify_event(msg.event, now))
         return effects
 
@@ -269,12 +306,21 @@ class PresentityState:
         effects.extend(self._notify_event(pub.event, now, extra=goodbye))
         return effects
 
+    def _bodies(self, event: str, pubs: dict[str, Publication]) -> list[bytes]:
+        """Bodies to aggregate, oldest first.  The pidf-manipulation document
+        is permanent state (RFC 4827): it goes first, so a device publishing
+        the same id overrides it."""
+        bodies = [p.body for p in pubs.values()]
+        if event == "presence" and self.manipulation is not None:
+            bodies.insert(0, self.manipulation)
+        return bodies
+
     def _aggregate(self, event: str) -> bytes | None:
         if event in self._aggregates:
             return self._aggregates[event]
-        pubs = self.publications.get(event)
+        bodies = self._bodies(event, self.publications.get(event, {}))
         package = self._package(event)
-        body = package.aggregate([p.body for p in pubs.values()], self.uri) if pubs else None
+        body = package.aggregate(bodies, self.uri) if bodies else None
         self._aggregates[event] = body
         return body
 
@@ -347,9 +393,14 @@ class PresentityState:
         if package.watched_event is not None and aor_of(from_.uri) != self.uri:
             # RFC 3857 §5.1: watcher information is the presentity's own business.
             raise SipError(403, "Forbidden: only the presentity may watch its watchers")
-        status: SubscriptionStatus = (
-            "active" if self.config.force_active or not package.authorized else "pending"
-        )
+        needs_rules = self._needs_rules(msg.event)
+        decision: Decision | None = None
+        status: SubscriptionStatus = "active"
+        if needs_rules:
+            status = "pending"
+            if self.rules_known:
+                decision = self._evaluate(from_.uri, now)
+                status = _status_for(decision)
         record = Subscription(
             key=key,
             presentity=self.uri,
@@ -371,7 +422,7 @@ class PresentityState:
             user_agent=request.headers.get("User-Agent") or "",
             updated_at=now,
         )
-        watch = Watch(record)
+        watch = Watch(record, decision=decision)
         reply = Reply(
             request,
             msg.peer,
@@ -380,6 +431,13 @@ class PresentityState:
             (("Expires", str(expires)), ("Contact", record.local_contact)),
             to_tag=key.to_tag,
         )
+        if status == "terminated":
+            # RFC 5025 §3.2.1 block: refused, and remembered as refused.
+            return [
+                Persist((PutWatcher(self.uri, record.watcher_uri, msg.event, "terminated", "rejected", now),)),
+                reply,
+                *self._final_notify(watch, now, "rejected"),
+            ]
         if expires == 0:
             # A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, nothing kept.
             return [reply, *self._final_notify(watch, now, "timeout")]
@@ -389,12 +447,16 @@ class PresentityState:
         if status != "active":
             # Kamailio's watchers table: who asked and is not (yet) allowed.
             ops.append(PutWatcher(self.uri, record.watcher_uri, msg.event, status, None, now))
-        return [
-            Persist(tuple(ops)),
-            reply,
-            *self._notify(watch, now),
-            *self._watcher_list_changed(watch, now),
-        ]
+        effects: list[Effect] = [Persist(tuple(ops)), reply]
+        if needs_rules and not self.rules_known:
+            watch.held = True
+            effects.extend(self._request_rules(now))
+        else:
+            effects.extend(self._notify(watch, now))
+        if package.authorized:
+            effects.extend(self._request_manipulation())
+        effects.extend(self._watcher_list_changed(watch, now))
+        return effects
 
     def _body_for(self, watch: Watch, now: float) -> bytes | None:
         record = watch.record
@@ -403,7 +465,7 @@ class PresentityState:
         package = self._package(record.event)
         if package.watched_event is not None:
             return self._winfo_body(watch, package.watched_event, package, now)
-        view = WatcherView(record.watcher_uri, self.uri, record.version, None)
+        view = WatcherView(record.watcher_uri, self.uri, record.version, watch.decision)
         return package.render(self._aggregate(record.event), view)
 
     # -- watcher information (RFC 3857) -------------------------------------
@@ -462,8 +524,8 @@ class PresentityState:
         if extra is not None and record.status == "active":
             package = self._package(record.event)
             pubs = self.publications.get(record.event, {})
-            aggregate = package.aggregate([*(p.body for p in pubs.values()), extra], self.uri)
-            view = WatcherView(record.watcher_uri, self.uri, record.version, None)
+            aggregate = package.aggregate([*self._bodies(record.event, pubs), extra], self.uri)
+            view = WatcherView(record.watcher_uri, self.uri, record.version, watch.decision)
             body = package.render(aggregate, view)
         else:
             body = self._body_for(watch, now)
@@ -519,14 +581,6 @@ class PresentityState:
                 effects.extend(self._notify(watch, now, extra))
         return effects
 
-    def _renotify_all(self, event: str, now: float) -> list[Effect]:
-        self._aggregates.clear()
-        effects: list[Effect] = []
-        for watch in self.watches.values():
-            if not event or watch.record.event == event:
-                effects.extend(self._notify(watch, now))
-        return effects
-
     def _notify_answered(self, msg: NotifyAnswered, now: float) -> list[Effect]:
         watch = self.watches.get(msg.key)
         if watch is None or watch.in_flight != msg.cseq:
@@ -562,7 +616,9 @@ class PresentityState:
         effects: list[Effect] = []
         while self._timers and self._timers[0][0] <= now:
             when, _, kind, key = heapq.heappop(self._timers)
-            if kind == "sub":
+            if kind == "rules":
+                effects.extend(self._release_held(now))
+            elif kind == "sub":
                 assert isinstance(key, DialogKey)
                 watch = self.watches.get(key)
                 # A refreshed subscription has a later expiry; this entry is stale.
@@ -581,6 +637,146 @@ class PresentityState:
                 effects.extend(self._remove_publication(pub, now, None, None))
         return effects
 
+    # -- authorization (RFC 4745, RFC 5025) ----------------------------------
+
+    def _needs_rules(self, event: str) -> bool:
+        return not self.config.force_active and self._package(event).authorized
+
+    def _request_rules(self, now: float, revalidate: bool = False) -> list[Effect]:
+        if self.rules_requested and not revalidate:
+            return []
+        self.rules_requested = True
+        self._schedule(now + self.config.rules_wait, "rules", None)
+        return [FetchDocument("pres-rules", revalidate)]
+
+    def _request_manipulation(self, revalidate: bool = False) -> list[Effect]:
+        if not self.config.pidf_manipulation or (self.manipulation_requested and not revalidate):
+            return []
+        self.manipulation_requested = True
+        return [FetchDocument("pidf-manipulation", revalidate)]
+
+    def _sphere(self) -> str | None:
+        if not self.config.enable_sphere_check:
+            return None
+        aggregate = self._aggregate("presence")
+        return pidf_sphere(aggregate) if aggregate is not None else None
+
+    def _evaluate(self, watcher_uri: str, now: float) -> Decision:
+        return evaluate(
+            self.rules,
+            watcher=aor_of(watcher_uri),
+            presentity=self.uri,
+            now=now,
+            sphere=self._sphere(),
+        )
+
+    def _document_changed(self, msg: RulesChanged, now: float) -> list[Effect]:
+        if msg.auid == "pres-rules":
+            rules: RuleSet | None = None
+            if msg.document is not None:
+                try:
+                    rules = parse_rules(msg.document)
+                except BodyError as exc:
+                    # A broken document grants nothing: as if there were none.
+                    log.warning("pres-rules of %s refused: %s", self.uri, exc)
+            self.rules = rules
+            self.rules_known = True
+            return self._reauthorize(now)
+        if msg.auid == "pidf-manipulation":
+            document = msg.document
+            if document is not None:
+                try:
+                    validate_pidf(document)
+                except BodyError as exc:
+                    log.warning("pidf-manipulation of %s refused: %s", self.uri, exc)
+                    document = None
+            if document == self.manipulation:
+                return []
+            self.manipulation = document
+            self._aggregates.pop("presence", None)
+            return self._notify_event("presence", now)
+        return []
+
+    def _reauthorize(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for watch in list(self.watches.values()):
+            if self._needs_rules(watch.record.event):
+                decision = self._evaluate(watch.record.watcher_uri, now)
+                effects.extend(self._apply_decision(watch, decision, now))
+        return effects
+
+    def _apply_decision(self, watch: Watch, decision: Decision, now: float) -> list[Effect]:
+        """Move one watcher to what the rules now say, and tell it (RFC 5025 §3.2.1)."""
+        record = watch.record
+        old, new = record.status, _status_for(decision)
+        held, watch.held = watch.held, False
+        if new == "terminated":
+            return self._end(watch, now, "rejected")
+        if old == "active" and new == "pending":
+            # RFC 6665 forbids active → pending: access revoked ends it.
+            return self._end(watch, now, self.config.xcapauth_userdel_reason)
+        view_changed = _view(decision) != _view(watch.decision)
+        watch.decision = decision
+        if old == "pending" and new == "active":
+            watch.record = replace(record, status="active", updated_at=now)
+            watch.winfo_event = "approved"
+            watcher = PutWatcher(self.uri, record.watcher_uri, record.event, "active", None, now)
+            return [
+                PersistLater((PutSubscription(watch.record), watcher)),
+                *self._notify(watch, now),
+                *self._watcher_list_changed(watch, now),
+            ]
+        if held or (new == "active" and view_changed):
+            return self._notify(watch, now)
+        return []
+
+    def _end(self, watch: Watch, now: float, reason: str) -> list[Effect]:
+        record = watch.record
+        del self.watches[record.key]
+        status_reason = reason.split(";", 1)[0]
+        ops: tuple[StoreOp, ...] = (
+            DropSubscription(record.key),
+            PutWatcher(self.uri, record.watcher_uri, record.event, "terminated", status_reason, now),
+        )
+        return [
+            PersistLater(ops),
+            *self._final_notify(watch, now, reason),
+            *self._watcher_list_changed(watch, now),
+        ]
+
+    def _release_held(self, now: float) -> list[Effect]:
+        """The rules did not come in time: first NOTIFYs go out as pending."""
+        effects: list[Effect] = []
+        for watch in self.watches.values():
+            if watch.held:
+                watch.held = False
+                effects.extend(self._notify(watch, now))
+        return effects
+
+    def _refresh(self, msg: Refresh, now: float) -> list[Effect]:
+        """refreshWatchers with Kamailio's types: 0 rules, 1 published state
+        in the database, 2 pidf-manipulation document."""
+        if msg.kind == 0:
+            if any(self._needs_rules(w.record.event) for w in self.watches.values()):
+                return self._request_rules(now, revalidate=True)
+            return []
+        if msg.kind == 1:
+            return [ReloadPublications(msg.event)]
+        return self._request_manipulation(revalidate=True)
+
+    def _publications_loaded(self, msg: PublicationsLoaded, now: float) -> list[Effect]:
+        events: dict[str, Publication] = {}
+        for pub in sorted(msg.publications, key=lambda p: p.seq):
+            if pub.expires_at > now:
+                events[pub.etag] = pub
+                self._schedule(pub.expires_at, "pub", (pub.event, pub.etag))
+        if events:
+            self.publications[msg.event] = events
+        else:
+            self.publications.pop(msg.event, None)
+        self._aggregates.pop(msg.event, None)
+        return self._notify_event(msg.event, now)
+
     def _package(self, event: str) -> EventPackage:
         package = self.config.registry.get(event)
         if package is None:
@@ -598,6 +794,21 @@ def _next_hop(record: Subscription) -> str:
     if record.route_set:
         return parse_contact(record.route_set[0])
     return record.contact
+
+
+def _status_for(decision: Decision | None) -> SubscriptionStatus:
+    """RFC 5025 §3.2.1: no rule or confirm → pending; allow and polite-block
+    → active (polite-block shows a neutral document); block → refused."""
+    handling = decision.sub_handling if decision is not None else None
+    if handling in ("allow", "polite-block"):
+        return "active"
+    if handling == "block":
+        return "terminated"
+    return "pending"
+
+
+def _view(decision: Decision | None) -> object:
+    return None if decision is None else (decision.sub_handling, decision.transformations)
 
 
 def _watcher_id(key: DialogKey) -> str:

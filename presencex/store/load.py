@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from presencex.store.records import STATUS_NAMES, DialogKey, Publication, Subscription
-from presencex.store.schema import ensure_schema, join_uri, source_from_contact, split_route_set
+from presencex.store.schema import (
+    ensure_schema,
+    join_uri,
+    source_from_contact,
+    split_route_set,
+    split_uri,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +124,23 @@ def load_state(path: str, now: float) -> LoadedState:
     finally:
         conn.close()
     return LoadedState(publications, subscriptions)
+
+
+def load_publications(path: str, presentity: str, event: str, now: float) -> tuple[Publication, ...]:
+    """One presentity's live publications of one event, as the table holds
+    them now: refreshWatchers type 1, after a writer changed the table."""
+    username, domain = split_uri(presentity)
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT)
+    try:
+        conn.row_factory = sqlite3.Row
+        rows = conn.execute(
+            "SELECT * FROM presentity WHERE username = ? AND domain = ? AND event = ?"
+            " AND (expires <= 0 OR expires >= ?) ORDER BY px_seq, received_time, id",
+            (username, domain, event, now),
+        ).fetchall()
+    finally:
+        conn.close()
+    return tuple(_publication(row) for row in rows)
 
 
 def _text(value: object) -> str:

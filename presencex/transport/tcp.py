@@ -84,6 +84,9 @@ async def _read(hub: Hub, conn: Connection, stream: trio.SocketStream) -> None:
             # A stream that cannot be framed cannot be resynchronised.
             log.info("closing TCP connection from %s: %s", peer, exc.reason)
             return
+        if framer.take_pings():
+            # RFC 5626 §3.5.1: a CRLF CRLF ping is answered with a CRLF pong.
+            conn.send_nowait(b"\r\n")
         for message in messages:
             hub.on_bytes(message, peer)
 

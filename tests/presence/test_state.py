@@ -12,6 +12,7 @@ from presencex.presence.messages import (
     PersistLater,
     Publish,
     Reply,
+    RulesChanged,
     SendNotify,
     Subscribe,
 )
@@ -181,6 +182,7 @@ def test_subscribe_gets_200_with_tag_then_notify_with_both_devices() -> None:
 def test_force_active_0_keeps_watcher_pending_without_body() -> None:
     state = make_state(force_active=False)
     publish(state, body=pidf(ALICE, "phone"), expires=600)
+    state.handle(RulesChanged("pres-rules", None, None), T0)  # no rules document
     (notify,) = notifies(subscribe(state, expires=600))
     assert notify.request.headers.get("Subscription-State") == "pending;expires=600"
     assert notify.request.body == b""
