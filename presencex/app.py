@@ -121,7 +121,11 @@ async def serve(
 ) -> None:
     registry = build_registry(config)
     clock = WallClock()
-    writer = StoreWriter(config.db_path, synchronous=config.db_synchronous.upper())
+    writer = StoreWriter(
+        config.db_path,
+        synchronous=config.db_synchronous.upper(),
+        gather=config.db_group_commit,
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.serve)
         hub = Hub(t1=config.t1, t2=config.t2, max_message_size=config.max_message_size)

@@ -38,6 +38,9 @@ from presencex.transport.peer import Peer
 
 log = logging.getLogger(__name__)
 
+# Messages an actor handles back to back before giving other tasks a turn.
+ACTOR_BURST = 32
+
 
 class Sender(Protocol):
     """What the transport offers actors: sends that never block."""
@@ -97,15 +100,30 @@ async def run_actor(
     it from the router (synchronously, so no message can slip in between)."""
     if initial:
         await _perform(state, initial, env)
+    burst = 0
     while True:
         deadline = state.next_deadline()
         msg: Message
-        if deadline is None:
-            msg = await inbox.receive()
-        else:
+        if deadline is not None and env.clock.to_trio(deadline) <= trio.current_time():
             msg = Expire()
-            with trio.move_on_at(env.clock.to_trio(deadline)):
-                msg = await inbox.receive()
+        else:
+            try:
+                # Take what is already queued without a scheduler round trip;
+                # yield every ACTOR_BURST messages so one busy presentity
+                # cannot starve the others.
+                msg = inbox.receive_nowait()
+                burst += 1
+                if burst >= ACTOR_BURST:
+                    burst = 0
+                    await trio.lowlevel.checkpoint()
+            except trio.WouldBlock:
+                burst = 0
+                if deadline is None:
+                    msg = await inbox.receive()
+                else:
+                    msg = Expire()
+                    with trio.move_on_at(env.clock.to_trio(deadline)):
+                        msg = await inbox.receive()
         await _handle(state, msg, env)
         if state.empty() and on_idle(state.uri):
             return

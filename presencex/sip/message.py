@@ -1,9 +1,11 @@
 """SIP requests and responses as frozen values.
 
 Facts:
-- A message is its start line, its ``Headers`` and its body bytes; nothing
-  else is stored. Accessors parse the header they need on every call, which
-  is cheap for the few a handler reads and keeps the objects truly immutable.
+- A message is its start line, its ``Headers`` and its body bytes.  Accessors
+  parse the header they need on first use and keep the result in ``_parsed``,
+  a memo outside equality and hashing: the value never changes (the message
+  is frozen), and the hot path reads From, To, CSeq and the top Via several
+  times per message (parser checks, transaction key, router, actor).
 - Accessors raise ``SipError(400, "Missing X header")`` for an absent
   mandatory header and ``SipError(400, "Bad X header")`` for a malformed
   one, so a handler can let them propagate to the transport.
@@ -11,7 +13,8 @@ Facts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from presencex.sip.errors import SipError
 from presencex.sip.headers import Headers
@@ -42,6 +45,7 @@ class _Accessors:
 
     __slots__ = ()
     headers: Headers
+    _parsed: dict[str, Any]
 
     @property
     def call_id(self) -> str:
@@ -49,15 +53,27 @@ class _Accessors:
 
     @property
     def cseq(self) -> tuple[int, str]:
-        return parse_cseq(_required(self.headers, "CSeq"))
+        memo = self._parsed
+        value = memo.get("CSeq")
+        if value is None:
+            value = memo["CSeq"] = parse_cseq(_required(self.headers, "CSeq"))
+        return value
 
     @property
     def from_(self) -> NameAddr:
-        return parse_name_addr(_required(self.headers, "From"), "From")
+        memo = self._parsed
+        value = memo.get("From")
+        if value is None:
+            value = memo["From"] = parse_name_addr(_required(self.headers, "From"), "From")
+        return value
 
     @property
     def to(self) -> NameAddr:
-        return parse_name_addr(_required(self.headers, "To"), "To")
+        memo = self._parsed
+        value = memo.get("To")
+        if value is None:
+            value = memo["To"] = parse_name_addr(_required(self.headers, "To"), "To")
+        return value
 
     @property
     def vias(self) -> list[Via]:
@@ -69,15 +85,23 @@ class _Accessors:
 
     @property
     def top_via(self) -> Via:
-        values = self.headers.get_all("Via")
-        if not values:
-            raise SipError(400, "Missing Via header")
-        return parse_via(values[0])
+        memo = self._parsed
+        via = memo.get("Via")
+        if via is None:
+            values = self.headers.get_all("Via")
+            if not values:
+                raise SipError(400, "Missing Via header")
+            via = memo["Via"] = parse_via(values[0])
+        return via
 
     @property
     def event(self) -> EventHeader | None:
-        value = self.headers.get("Event")
-        return None if value is None else parse_event(value)
+        memo = self._parsed
+        if "Event" not in memo:
+            value = self.headers.get("Event")
+            memo["Event"] = None if value is None else parse_event(value)
+        event: EventHeader | None = memo["Event"]
+        return event
 
     @property
     def expires(self) -> int | None:
@@ -97,10 +121,15 @@ class Request(_Accessors):
     uri: str
     headers: Headers
     body: bytes = b""
+    _parsed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def ruri(self) -> SipUri:
-        return parse_uri(self.uri, "Request-URI")
+        memo = self._parsed
+        value = memo.get("ruri")
+        if value is None:
+            value = memo["ruri"] = parse_uri(self.uri, "Request-URI")
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +138,7 @@ class Response(_Accessors):
     reason: str
     headers: Headers
     body: bytes = b""
+    _parsed: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 Message = Request | Response

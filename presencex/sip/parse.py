@@ -14,6 +14,8 @@ Facts:
 
 from __future__ import annotations
 
+from typing import Any
+
 from presencex.sip.errors import SipError
 from presencex.sip.headers import NAME_CACHE as _names
 from presencex.sip.headers import Headers, canonical_name, is_token, split_list, wire_name
@@ -123,8 +125,11 @@ def _parse_header_lines(lines: list[str]) -> list[tuple[str, str]]:
 _KNOWN_VALID = frozenset(("Via", "From", "To", "Call-ID", "CSeq", "Content-Length"))
 
 
-def _validate(items: list[tuple[str, str]], method: str | None) -> int | None:
-    """Check the mandatory headers; return Content-Length if present."""
+def _validate(
+    items: list[tuple[str, str]], method: str | None, parsed: dict[str, Any]
+) -> int | None:
+    """Check the mandatory headers; return Content-Length if present.  What
+    the checks parse is kept in ``parsed``, the message's accessor memo."""
     seen: dict[str, str] = {}
     have_via = False
     content_length: int | None = None
@@ -149,13 +154,15 @@ def _validate(items: list[tuple[str, str]], method: str | None) -> int | None:
             # Only the top Via must be sound for us (§8.2.6.2 copies the rest
             # verbatim), but a malformed Via list is a malformed message.
             for via in split_list(value) or [value]:
-                parse_via(via)
-    parse_name_addr(seen["From"], "From")
-    parse_name_addr(seen["To"], "To")
+                parsed_via = parse_via(via)
+                parsed.setdefault("Via", parsed_via)
+    parsed["From"] = parse_name_addr(seen["From"], "From")
+    parsed["To"] = parse_name_addr(seen["To"], "To")
     call_id = seen["Call-ID"]
     if not call_id or any(c in call_id for c in " \t"):
         raise SipError(400, "Bad Call-ID header")
-    _, cseq_method = parse_cseq(seen["CSeq"])
+    cseq = parsed["CSeq"] = parse_cseq(seen["CSeq"])
+    cseq_method = cseq[1]
     if method is not None and cseq_method != method:
         # RFC 3261 §8.1.1.5: the CSeq method MUST match the request method.
         raise SipError(400, "Bad CSeq header: method does not match request")
@@ -186,7 +193,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
         raise SipError(400, "Too many header fields")
     items = _parse_header_lines(lines[1:])
     method = first if kind == "request" else None
-    content_length = _validate(items, method)
+    parsed: dict[str, Any] = {}
+    content_length = _validate(items, method, parsed)
     body = data[body_start:]
     if content_length is not None:
         if content_length > len(body):
@@ -195,8 +203,8 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
         body = body[:content_length]
     headers = Headers(tuple(items))
     if kind == "request":
-        return Request(first, second, headers, body)
-    return Response(int(first), second, headers, body)
+        return Request(first, second, headers, body, parsed)
+    return Response(int(first), second, headers, body, parsed)
 
 
 class StreamFramer:

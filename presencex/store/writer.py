@@ -404,6 +404,7 @@ class StoreWriter:
         synchronous: str = "FULL",
         max_batch: int = 2000,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        gather: float = 0.0,
     ) -> None:
         level = synchronous.upper()
         if level not in SYNCHRONOUS_LEVELS:
@@ -416,6 +417,7 @@ class StoreWriter:
         self._synchronous = level
         self._max_batch = max_batch
         self._busy_timeout = busy_timeout
+        self._gather = gather
         self._queue: deque[_Waiter] = deque()
         # The batch taken from the queue and not yet answered; if serve()
         # unwinds before its thread call started, _stop() answers it.
@@ -473,6 +475,11 @@ class StoreWriter:
                 if not self._queue:
                     self._wake = trio.Event()
                     await self._wake.wait()
+                if self._gather > 0:
+                    # Group commit: a moment for the other actors woken by
+                    # the same burst of datagrams to add their ops, so one
+                    # transaction (one fsync, one thread hand-off) serves many.
+                    await trio.sleep(self._gather)
                 self._batch = self._take_batch()
                 await self._commit_batch(conn, self._batch)
                 self._batch = []
