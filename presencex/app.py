@@ -173,9 +173,7 @@ async def serve(
         task_status.started(server)
 
 
-async def _start_documents(
-    config: Config, router: Router, nursery: trio.Nursery
-) -> DocumentSource:
+async def _start_documents(config: Config, router: Router, nursery: trio.Nursery) -> DocumentSource:
     """Where pres-rules and pidf-manipulation documents come from: the xcap
     table (integrated_xcap_server = 1) or the XCAP fetcher task."""
     if config.force_active and not config.pidf_manipulation:

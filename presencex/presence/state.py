@@ -434,7 +434,13 @@ class PresentityState:
         if status == "terminated":
             # RFC 5025 §3.2.1 block: refused, and remembered as refused.
             return [
-                Persist((PutWatcher(self.uri, record.watcher_uri, msg.event, "terminated", "rejected", now),)),
+                Persist(
+                    (
+                        PutWatcher(
+                            self.uri, record.watcher_uri, msg.event, "terminated", "rejected", now
+                        ),
+                    )
+                ),
                 reply,
                 *self._final_notify(watch, now, "rejected"),
             ]
@@ -736,7 +742,9 @@ class PresentityState:
         status_reason = reason.split(";", 1)[0]
         ops: tuple[StoreOp, ...] = (
             DropSubscription(record.key),
-            PutWatcher(self.uri, record.watcher_uri, record.event, "terminated", status_reason, now),
+            PutWatcher(
+                self.uri, record.watcher_uri, record.event, "terminated", status_reason, now
+            ),
         )
         return [
             PersistLater(ops),

@@ -126,7 +126,9 @@ def load_state(path: str, now: float) -> LoadedState:
     return LoadedState(publications, subscriptions)
 
 
-def load_publications(path: str, presentity: str, event: str, now: float) -> tuple[Publication, ...]:
+def load_publications(
+    path: str, presentity: str, event: str, now: float
+) -> tuple[Publication, ...]:
     """One presentity's live publications of one event, as the table holds
     them now: refreshWatchers type 1, after a writer changed the table."""
     username, domain = split_uri(presentity)
