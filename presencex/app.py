@@ -24,7 +24,7 @@ from presencex.events.registry import Registry
 from presencex.events.winfo import WatcherInfoPackage
 from presencex.presence.actor import ActorEnv, DocumentSource, NoDocuments
 from presencex.presence.state import PresentityState, StateConfig
-from presencex.router import Router
+from presencex.router import RequestPolicy, Router
 from presencex.store.load import load_publications, load_state
 from presencex.store.records import Publication, Subscription
 from presencex.store.writer import PurgeExpired, StoreError, StoreOp, StoreWriter
@@ -125,10 +125,16 @@ async def serve(
         config.db_path,
         synchronous=config.db_synchronous.upper(),
         gather=config.db_group_commit,
+        busy_timeout=config.db_busy_timeout,
     )
     async with trio.open_nursery() as nursery:
         await nursery.start(writer.serve)
-        hub = Hub(t1=config.t1, t2=config.t2, max_message_size=config.max_message_size)
+        hub = Hub(
+            t1=config.t1,
+            t2=config.t2,
+            max_message_size=config.max_message_size,
+            max_headers=config.max_headers,
+        )
         hub.server_header = config.server_header
         await nursery.start(hub.serve_timers)
         env = ActorEnv(
@@ -148,9 +154,21 @@ async def serve(
             xcapauth_userdel_reason=config.xcapauth_userdel_reason,
             enable_sphere_check=config.enable_sphere_check,
             pidf_manipulation=config.pidf_manipulation,
+            max_subscriptions=config.max_subscriptions_per_presentity,
+            max_publications=config.max_publications_per_presentity,
+        )
+        policy = RequestPolicy(
+            max_body_size=config.max_body_size,
+            trusted_proxies=frozenset(config.trusted_proxies),
+            domains=frozenset(config.domains),
+            max_in_flight=config.max_in_flight,
         )
         router = Router(
-            state_config, env, inbox_size=config.inbox_size, retry_after=config.retry_after
+            state_config,
+            env,
+            inbox_size=config.inbox_size,
+            retry_after=config.retry_after,
+            policy=policy,
         )
         await nursery.start(router.serve)
         env.documents = await _start_documents(config, router, nursery)

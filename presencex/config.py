@@ -91,6 +91,27 @@ class Config:
     # A UDP datagram cannot be larger; a SIP message on TCP larger than this
     # is hostile or broken (presence bodies are a few KB).
     max_message_size: int = 65535
+    # Real clients send 10-20 headers; a few hundred is an attack on the parser.
+    max_headers: int = 200
+    # A PUBLISH body; larger ones get 413. PIDF from phones is 1-5 KB; the XML
+    # parser has its own limits on depth and element count.
+    max_body_size: int = 65535
+    # Addresses of proxies whose P-Asserted-Identity (RFC 3325) is believed
+    # as the sender's identity; anyone else is who their From says.
+    trusted_proxies: tuple[str, ...] = ()
+    # Served domains: initial requests for any other get 404. Empty: any.
+    domains: tuple[str, ...] = ()
+    # Per-presentity caps (403 past them): a presence document is watched by
+    # dozens, published by a handful of devices; thousands is abuse.
+    max_subscriptions_per_presentity: int = 1000
+    max_publications_per_presentity: int = 100
+    # Requests handed to actors and not yet answered, server-wide. Past it,
+    # new requests get 503 at once: under overload, a fast refusal keeps the
+    # server answering instead of drowning in its clients' retransmissions.
+    max_in_flight: int = 2000
+    # How long a store write waits for a lock held by another process
+    # (an integrated XCAP server writing the same database).
+    db_busy_timeout: float = 5.0
     server_header: str = "presencex"
     log_level: str = "INFO"
 
@@ -163,6 +184,10 @@ def config_from_mapping(data: dict[str, Any]) -> Config:
             raise ConfigError(key, f"unknown key; known keys are: {', '.join(sorted(known))}")
         if key == "listen":
             values[key] = parse_listen(key, value)
+        elif key in ("trusted_proxies", "domains"):
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(key, 'must be a list of strings, e.g. ["127.0.0.1"]')
+            values[key] = tuple(v.lower() for v in value)
         elif key == "xcap_server":
             items = value if isinstance(value, list) else [value]
             try:
@@ -191,8 +216,17 @@ def _check(config: Config) -> None:
         raise ConfigError("min_expires", f"must not exceed max_expires ({config.max_expires})")
     if not config.min_expires <= config.default_expires <= config.max_expires:
         raise ConfigError("default_expires", "must lie between min_expires and max_expires")
-    if config.inbox_size < 1:
-        raise ConfigError("inbox_size", "must be at least 1")
+    for key in (
+        "inbox_size",
+        "max_headers",
+        "max_in_flight",
+        "max_subscriptions_per_presentity",
+        "max_publications_per_presentity",
+    ):
+        if getattr(config, key) < 1:
+            raise ConfigError(key, "must be at least 1")
+    if not 512 <= config.max_message_size <= 1 << 20:
+        raise ConfigError("max_message_size", "must lie between 512 and 1048576 bytes")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level", "must be DEBUG, INFO, WARNING or ERROR")
     if not config.force_active and not config.integrated_xcap_server and not config.xcap_server:

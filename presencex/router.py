@@ -33,12 +33,22 @@ from presencex.presence.state import PresentityState, StateConfig
 from presencex.sip.build import make_response
 from presencex.sip.errors import SipError
 from presencex.sip.message import Request
-from presencex.sip.uri import parse_uri
+from presencex.sip.uri import parse_name_addr, parse_uri
 from presencex.transport.peer import Peer
 
 log = logging.getLogger(__name__)
 
 ALLOW = "SUBSCRIBE, PUBLISH, OPTIONS"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPolicy:
+    """Who may ask what, and how much, checked before a request reaches an actor."""
+
+    max_body_size: int = 65535
+    trusted_proxies: frozenset[str] = frozenset()
+    domains: frozenset[str] = frozenset()  # empty: every domain is served
+    max_in_flight: int = 2000
 
 
 @dataclass(slots=True)
@@ -48,6 +58,7 @@ class RouterStatistics:
     inbox_high_water: int
     rejected_503: int
     errors_500: int
+    in_flight: int
 
 
 class Router:
@@ -58,11 +69,15 @@ class Router:
         *,
         inbox_size: int,
         retry_after: int,
+        policy: RequestPolicy | None = None,
     ) -> None:
         self.config = config
         self.env = env
         self.inbox_size = inbox_size
         self.retry_after = retry_after
+        self.policy = policy or RequestPolicy()
+        # Requests handed to actors and not yet handled (RequestPolicy.max_in_flight).
+        self.in_flight = 0
         self.registry: Registry = config.registry
         self.inboxes: dict[str, trio.MemorySendChannel[Message]] = {}
         # Read-only view for statistics; each state is owned by its actor.
@@ -74,6 +89,7 @@ class Router:
         self.errors_500 = 0
         env.notify_answered = self._notify_answered
         env.on_error = self._count_error
+        env.request_done = self._request_done
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -140,6 +156,9 @@ class Router:
     def _count_error(self) -> None:
         self.errors_500 += 1
 
+    def _request_done(self) -> None:
+        self.in_flight -= 1
+
     def statistics(self) -> RouterStatistics:
         return RouterStatistics(
             len(self.inboxes),
@@ -147,6 +166,7 @@ class Router:
             self.inbox_high_water,
             self.rejected_503,
             self.errors_500,
+            self.in_flight,
         )
 
     # -- requests from the transport -------------------------------------
@@ -186,19 +206,42 @@ class Router:
         name = event_name(event)
         if self.registry.get(name) is None:
             raise SipError(489, "Bad Event", self._allow_events())
+        policy = self.policy
+        if len(request.body) > policy.max_body_size:
+            raise SipError(413, "Request Entity Too Large")
         uri = self._presentity(request)
-        msg: Message = (
-            Subscribe(request, peer, name)
-            if method == "SUBSCRIBE"
-            else Publish(request, peer, name)
-        )
+        identity = self._identity(request, peer)
+        msg: Message
+        if method == "SUBSCRIBE":
+            msg = Subscribe(request, peer, name, identity)
+        else:
+            # Only the presentity publishes its own state (RFC 3903 §6 leaves
+            # authorization to the ESC; a trusted proxy asserts who is sending).
+            if identity != uri:
+                raise SipError(403, "Forbidden: only the presentity may publish its state")
+            msg = Publish(request, peer, name, identity)
+        if self.in_flight >= policy.max_in_flight:
+            self.rejected_503 += 1
+            raise SipError(503, "Service Unavailable: overloaded", self._retry_after())
         try:
             self.deliver_nowait(uri, msg)
         except trio.WouldBlock:
             self.rejected_503 += 1
-            raise SipError(
-                503, "Service Unavailable", (("Retry-After", str(self.retry_after)),)
-            ) from None
+            raise SipError(503, "Service Unavailable", self._retry_after()) from None
+        self.in_flight += 1
+
+    def _retry_after(self) -> tuple[tuple[str, str], ...]:
+        return (("Retry-After", str(self.retry_after)),)
+
+    def _identity(self, request: Request, peer: Peer) -> str:
+        """The sender's AOR: P-Asserted-Identity from a trusted proxy (RFC 3325
+        §9.1), else the From header, which is all a direct client offers."""
+        if peer.host in self.policy.trusted_proxies:
+            for value in request.headers.get_all("P-Asserted-Identity"):
+                asserted = parse_name_addr(value, "P-Asserted-Identity").uri
+                if asserted.startswith(("sip:", "sips:")):
+                    return parse_uri(asserted).aor
+        return parse_uri(request.from_.uri, "From URI").aor
 
     def _allow_events(self) -> tuple[tuple[str, str], ...]:
         return (("Allow-Events", self.registry.allow_events),)
@@ -214,4 +257,8 @@ class Router:
             return parse_uri(request.to.uri).aor
         if not ruri.user:
             raise SipError(404, "Not Found: no user in Request-URI")
+        domains = self.policy.domains
+        if domains and ruri.host.lower() not in domains:
+            # RFC 3261 §8.2.2.1: a Request-URI we do not accept is 404.
+            raise SipError(404, "Not Found: domain not served here")
         return ruri.aor

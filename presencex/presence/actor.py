@@ -84,6 +84,7 @@ class ActorEnv:
     clock: Clock
     notify_answered: Callable[[str, SendNotify, int], None]
     on_error: Callable[[], None] = lambda: None
+    request_done: Callable[[], None] = lambda: None
     server_header: str = "presencex"
     documents: DocumentSource = field(default_factory=NoDocuments)
     reload: Callable[[str, str], Awaitable[tuple[Publication, ...]]] = _no_reload
@@ -130,6 +131,7 @@ async def run_actor(
 
 
 async def _handle(state: PresentityState, msg: Message, env: ActorEnv) -> None:
+    request = isinstance(msg, Publish | Subscribe)
     try:
         effects = state.handle(msg, env.clock.now())
     except Exception:
@@ -137,10 +139,15 @@ async def _handle(state: PresentityState, msg: Message, env: ActorEnv) -> None:
         if isinstance(msg, Publish | Subscribe):
             log.exception("error handling %s Call-ID %s", msg.request.method, msg.request.call_id)
             _reply_500(msg.request, msg.peer, env)
+            env.request_done()
         else:
             log.exception("error handling %s for %s", type(msg).__name__, state.uri)
         return
-    await _perform(state, effects, env)
+    try:
+        await _perform(state, effects, env)
+    finally:
+        if request:
+            env.request_done()
 
 
 async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv) -> None:

@@ -21,6 +21,7 @@ class Publish:
     request: Request
     peer: Peer
     event: str
+    identity: str = ""  # the sender's AOR: asserted by a trusted proxy, or From
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,7 @@ class Subscribe:
     request: Request
     peer: Peer
     event: str
+    identity: str = ""  # the watcher's AOR: asserted by a trusted proxy, or From
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,8 @@ class StateConfig:
     # before it goes out as pending: long enough for the table or a cached
     # fetch, short enough to count as "immediately" (RFC 6665 §4.2.1.2).
     rules_wait: float = 2.0
+    max_subscriptions: int = 1000
+    max_publications: int = 100
 
 
 @dataclass(slots=True)
@@ -243,6 +245,8 @@ class PresentityState:
                 raise SipError(400, "Initial PUBLISH without body")
             if expires == 0:
                 raise SipError(400, "Initial PUBLISH with Expires 0")
+            if sum(map(len, self.publications.values())) >= self.config.max_publications:
+                raise SipError(403, "Forbidden: too many publications for this presentity")
             old = None
         else:
             old = pubs.get(if_match)
@@ -389,8 +393,11 @@ class PresentityState:
         if not from_.tag:
             raise SipError(400, "Missing From tag")
         event_header = request.event
+        if len(self.watches) >= self.config.max_subscriptions:
+            raise SipError(403, "Forbidden: too many subscriptions to this presentity")
         key = DialogKey(request.call_id, new_tag(), from_.tag)
-        if package.watched_event is not None and aor_of(from_.uri) != self.uri:
+        identity = msg.identity or aor_of(from_.uri)
+        if package.watched_event is not None and identity != self.uri:
             # RFC 3857 §5.1: watcher information is the presentity's own business.
             raise SipError(403, "Forbidden: only the presentity may watch its watchers")
         needs_rules = self._needs_rules(msg.event)

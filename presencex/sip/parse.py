@@ -95,7 +95,7 @@ def _parse_start_line(line: str) -> tuple[str, str, str]:
     return "request", method, uri
 
 
-def _parse_header_lines(lines: list[str]) -> list[tuple[str, str]]:
+def _parse_header_lines(lines: list[str], max_headers: int) -> list[tuple[str, str]]:
     items: list[tuple[str, str]] = []
     for line in lines:
         name, colon, value = line.partition(":")
@@ -116,7 +116,7 @@ def _parse_header_lines(lines: list[str]) -> list[tuple[str, str]]:
             if canonical is None:
                 raise SipError(400, "Bad header line")
         items.append((canonical, value.strip()))
-    if len(items) > MAX_HEADERS:
+    if len(items) > max_headers:
         raise SipError(400, "Too many header fields")
     return items
 
@@ -169,7 +169,9 @@ def _validate(
     return content_length
 
 
-def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request | Response:
+def parse_message(
+    data: bytes, *, max_size: int = MAX_MESSAGE_SIZE, max_headers: int = MAX_HEADERS
+) -> Request | Response:
     """One SIP message from a datagram or a frame cut by ``StreamFramer``."""
     if len(data) > max_size:
         raise SipError(513, "Message Too Large")
@@ -189,9 +191,9 @@ def parse_message(data: bytes, *, max_size: int = MAX_MESSAGE_SIZE) -> Request |
             raise SipError(400, "Bad header line: bare CR")
     lines = head.split("\n")
     kind, first, second = _parse_start_line(lines[0])
-    if len(lines) - 1 > MAX_HEADERS:
+    if len(lines) - 1 > max_headers:
         raise SipError(400, "Too many header fields")
-    items = _parse_header_lines(lines[1:])
+    items = _parse_header_lines(lines[1:], max_headers)
     method = first if kind == "request" else None
     parsed: dict[str, Any] = {}
     content_length = _validate(items, method, parsed)

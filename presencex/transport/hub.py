@@ -108,10 +108,18 @@ class _Outgoing:
 
 
 class Hub:
-    def __init__(self, *, t1: float = 0.5, t2: float = 4.0, max_message_size: int = 65535) -> None:
+    def __init__(
+        self,
+        *,
+        t1: float = 0.5,
+        t2: float = 4.0,
+        max_message_size: int = 65535,
+        max_headers: int = 200,
+    ) -> None:
         self.server_transactions = ServerTransactions(t1=t1)
         self.client_transactions = ClientTransactions(t1=t1, t2=t2)
         self.max_message_size = max_message_size
+        self.max_headers = max_headers
         self.on_request: RequestHandler = lambda request, peer: None
         self.udp_sockets: dict[str, socket.socket] = {}
         self.listen_hosts: dict[str, tuple[str, int]] = {}
@@ -159,7 +167,7 @@ class Hub:
     def on_bytes(self, data: bytes, peer: Peer) -> None:
         """One whole message (a datagram, or one framed off a stream)."""
         try:
-            msg = parse_message(data, max_size=self.max_message_size)
+            msg = parse_message(data, max_size=self.max_message_size, max_headers=self.max_headers)
         except SipError as exc:
             self.malformed += 1
             self._answer_malformed(data, peer, exc)

@@ -22,7 +22,7 @@ def publish_bytes(
 ) -> bytes:
     return request_bytes(
         "PUBLISH",
-        f"sip:alice@127.0.0.1:{port}",
+        ALICE,
         from_uri=ALICE,
         to_uri=ALICE,
         body=pidf(ALICE, tuple_id, basic),
@@ -36,7 +36,7 @@ def publish_bytes(
 async def _subscribe(port: int, watcher_port: int, call_id: str) -> bytes:
     return request_bytes(
         "SUBSCRIBE",
-        f"sip:alice@127.0.0.1:{port}",
+        ALICE,
         from_uri=BOB,
         to_uri=ALICE,
         call_id=call_id,
@@ -82,7 +82,7 @@ async def test_two_devices_publish_watcher_sees_both_then_modify_and_removal(
         await laptop.send(
             request_bytes(
                 "PUBLISH",
-                f"sip:alice@127.0.0.1:{server.port}",
+                ALICE,
                 from_uri=ALICE,
                 to_uri=ALICE,
                 expires=0,
@@ -137,7 +137,7 @@ async def test_tcp_subscribe_notifies_on_the_same_connection(tmp_path: Path) -> 
         await peer.send(
             request_bytes(
                 "SUBSCRIBE",
-                f"sip:alice@127.0.0.1:{server.port}",
+                ALICE,
                 from_uri=BOB,
                 to_uri=ALICE,
                 expires=600,
@@ -159,9 +159,9 @@ async def test_bad_input_gets_clear_answers_and_server_goes_on(tmp_path: Path) -
     with running_server(tmp_path) as server:
         peer = await open_udp_peer(server.port)
         # A request with a broken CSeq: 400 naming the header.
-        bad = request_bytes(
-            "SUBSCRIBE", f"sip:alice@127.0.0.1:{server.port}", from_uri=BOB, to_uri=ALICE
-        ).replace(b"CSeq: 1 SUBSCRIBE", b"CSeq: x SUBSCRIBE")
+        bad = request_bytes("SUBSCRIBE", ALICE, from_uri=BOB, to_uri=ALICE).replace(
+            b"CSeq: 1 SUBSCRIBE", b"CSeq: x SUBSCRIBE"
+        )
         await peer.send(bad)
         # The answer copies the broken CSeq (RFC 3261 §8.2.6.2), so read it raw.
         status_line = (await peer.receive_raw()).split(b"\r\n", 1)[0]
@@ -171,7 +171,7 @@ async def test_bad_input_gets_clear_answers_and_server_goes_on(tmp_path: Path) -
         await peer.send(
             request_bytes(
                 "SUBSCRIBE",
-                f"sip:alice@127.0.0.1:{server.port}",
+                ALICE,
                 from_uri=BOB,
                 to_uri=ALICE,
                 event="message-summary",
