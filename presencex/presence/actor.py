@@ -154,7 +154,7 @@ async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv)
     failed = False
     for effect in effects:
         match effect:
-            case Persist(ops):
+            case Persist(ops, undo):
                 try:
                     await env.store.commit(ops)
                 except StoreError as exc:
@@ -162,6 +162,8 @@ async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv)
                     # state that is not on disk.
                     log.error("store commit failed for %s: %s", state.uri, exc)
                     failed = True
+                    if undo is not None:
+                        undo()
             case PersistLater(ops):
                 env.store.submit_nowait(ops)
             case Reply():
@@ -182,6 +184,8 @@ async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv)
                 env.sender.send_response(effect.request, response, effect.peer)
             case SendNotify():
                 if failed:
+                    # Not sent: the state must not wait for its answer.
+                    env.notify_answered(state.uri, effect, 500)
                     continue
                 env.sender.send_notify(effect, _answer_callback(env, state.uri, effect))
             case FetchDocument(auid, revalidate):

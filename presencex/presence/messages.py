@@ -115,9 +115,12 @@ class SendNotify:
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Commit before the effects that follow it (a 2xx backs what it says)."""
+    """Commit before the effects that follow it (a 2xx backs what it says).
+    If the commit fails, ``undo`` takes back what the state already did, so
+    memory never holds what was not acknowledged."""
 
     ops: tuple[StoreOp, ...]
+    undo: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -273,8 +273,18 @@ class PresentityState:
             ops.insert(0, DropPublication(self.uri, msg.event, old.etag))
         events[etag] = pub
         self._schedule(pub.expires_at, "pub", (msg.event, etag))
+
+        def undo() -> None:
+            kept = self.publications.setdefault(pub.event, {})
+            kept.pop(pub.etag, None)
+            if old is not None:
+                kept[old.etag] = old
+            if not kept:
+                del self.publications[pub.event]
+            self._aggregates.pop(pub.event, None)
+
         effects: list[Effect] = [
-            Persist(tuple(ops)),
+            Persist(tuple(ops), undo),
             Reply(request, msg.peer, 200, None, (("SIP-ETag", etag), ("Expires", str(expires)))),
         ]
         if body:  # a refresh changes nothing a watcher sees (RFC 3903 §4.2)
@@ -460,7 +470,10 @@ class PresentityState:
         if status != "active":
             # Kamailio's watchers table: who asked and is not (yet) allowed.
             ops.append(PutWatcher(self.uri, record.watcher_uri, msg.event, status, None, now))
-        effects: list[Effect] = [Persist(tuple(ops)), reply]
+        def undo() -> None:
+            self.watches.pop(key, None)
+
+        effects: list[Effect] = [Persist(tuple(ops), undo), reply]
         if needs_rules and not self.rules_known:
             watch.held = True
             effects.extend(self._request_rules(now))
