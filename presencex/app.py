@@ -12,6 +12,7 @@ import time
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from functools import partial
+from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -49,6 +50,11 @@ class WallClock:
 
     def to_trio(self, when: float) -> float:
         return when - self.offset
+
+
+@runtime_checkable
+class SourceStatistics(Protocol):
+    def statistics(self) -> dict[str, int | float]: ...
 
 
 class StoreAdapter:
@@ -95,6 +101,7 @@ class Server:
     hub: Hub
     writer: StoreWriter
     clock: WallClock
+    documents: DocumentSource
 
     def statistics(self) -> dict[str, object]:
         """What ``presencex ctl stats`` prints: plain data, read at one instant."""
@@ -107,7 +114,9 @@ class Server:
                 subscriptions[f"{watch.record.event}:{watch.record.status}"] += 1
             for event, pubs in state.publications.items():
                 publications[event] += len(pubs)
+        documents = self.documents
         return {
+            "documents": documents.statistics() if isinstance(documents, SourceStatistics) else {},
             "transport": asdict(self.hub.statistics()),
             "router": asdict(self.router.statistics()),
             "store": asdict(self.writer.statistics()),
@@ -179,7 +188,7 @@ async def serve(
             serve_fn = serve_udp if address.transport == "udp" else serve_tcp
             listening.append(await nursery.start(serve_fn, hub, address.host, address.port))
         await _resume(config, router, state_config, clock)
-        server = Server(config, listening, router, hub, writer, clock)
+        server = Server(config, listening, router, hub, writer, clock, env.documents)
         control = ControlServer(
             config.control_socket,
             deliver=router.deliver_nowait,
