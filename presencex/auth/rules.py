@@ -661,6 +661,7 @@ def evaluate(
     presentity: str,
     now: float,
     sphere: str | None,
+    check_sphere: bool = True,
 ) -> Decision:
     """Combine every rule of ``rules`` that matches this watcher now (RFC 4745 §10).
 
@@ -669,9 +670,11 @@ def evaluate(
     epoch seconds. ``sphere`` is the presentity's current sphere, or None
     when it is undefined (RFC 5025 §3.1.2: none published, or inconsistent
     values), in which case every ``sphere`` condition is FALSE: the
-    presentity is in no sphere a rule could name. ``presentity`` is not
-    consulted by any condition of RFC 4745/5025; it is taken so that every
-    caller passes the full context.
+    presentity is in no sphere a rule could name. ``check_sphere=False``
+    (Kamailio's ``enable_sphere_check = 0``) skips sphere conditions: they
+    hold whatever the sphere.  ``presentity`` is not consulted by any
+    condition of RFC 4745/5025; it is taken so that every caller passes the
+    full context.
     """
     del presentity  # see the docstring
     if rules is None:
@@ -681,7 +684,7 @@ def evaluate(
     transformations = Transformations()
     matched: list[str] = []
     for rule in rules.rules:
-        if not _matches(rule.conditions, who, now, sphere):
+        if not _matches(rule.conditions, who, now, sphere, check_sphere):
             continue
         matched.append(rule.id)
         handling = _max_handling(handling, rule.sub_handling)
@@ -689,13 +692,19 @@ def evaluate(
     return Decision(handling, transformations, tuple(matched))
 
 
-def _matches(conditions: Conditions, who: _Who | None, now: float, sphere: str | None) -> bool:
+def _matches(
+    conditions: Conditions, who: _Who | None, now: float, sphere: str | None, check_sphere: bool
+) -> bool:
     if conditions.unsupported:
         return False
     if not all(_identity_matches(identity, who) for identity in conditions.identities):
         return False
     # RFC 4745 §7.3: TRUE if the presentity is currently in one of the spheres.
-    if any(sphere is None or sphere not in tokens for tokens in conditions.spheres):
+    # With Kamailio's enable_sphere_check off, sphere conditions are not
+    # evaluated at all (they hold), as in presence_xml.
+    if check_sphere and any(
+        sphere is None or sphere not in tokens for tokens in conditions.spheres
+    ):
         return False
     # RFC 4745 §7.4: TRUE if from <= now < until for one of the pairs.
     return all(

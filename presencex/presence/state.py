@@ -470,6 +470,7 @@ class PresentityState:
         if status != "active":
             # Kamailio's watchers table: who asked and is not (yet) allowed.
             ops.append(PutWatcher(self.uri, record.watcher_uri, msg.event, status, None, now))
+
         def undo() -> None:
             self.watches.pop(key, None)
 
@@ -694,6 +695,7 @@ class PresentityState:
             presentity=self.uri,
             now=now,
             sphere=self._sphere(),
+            check_sphere=self.config.enable_sphere_check,
         )
 
     def _document_changed(self, msg: RulesChanged, now: float) -> list[Effect]:

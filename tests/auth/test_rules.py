@@ -635,3 +635,19 @@ def test_decisions_are_hashable_and_compare_by_value() -> None:
 def test_malformed_rules_are_refused_with_a_reason(document: bytes, reason: str) -> None:
     with pytest.raises(BodyError, match=reason):
         parse_rules(document)
+
+
+def test_sphere_conditions_hold_when_sphere_check_is_off() -> None:
+    """Kamailio's enable_sphere_check = 0: sphere conditions are not evaluated."""
+    doc = (
+        b'<cr:ruleset xmlns:cr="urn:ietf:params:xml:ns:common-policy" '
+        b'xmlns:pr="urn:ietf:params:xml:ns:pres-rules"><cr:rule id="w"><cr:conditions>'
+        b'<cr:sphere value="work"/></cr:conditions><cr:actions>'
+        b"<pr:sub-handling>allow</pr:sub-handling></cr:actions></cr:rule></cr:ruleset>"
+    )
+    rules = parse_rules(doc)
+    kwargs = {"watcher": "sip:bob@example.com", "presentity": "sip:a@example.com", "now": 0.0}
+    assert evaluate(rules, sphere="home", **kwargs).sub_handling is None  # type: ignore[arg-type]
+    assert evaluate(rules, sphere="work", **kwargs).sub_handling == "allow"  # type: ignore[arg-type]
+    off = evaluate(rules, sphere=None, check_sphere=False, **kwargs)  # type: ignore[arg-type]
+    assert off.sub_handling == "allow"
