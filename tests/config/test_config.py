@@ -81,3 +81,18 @@ def test_cli_version() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"presencex {__version__}"
+
+
+def test_disable_keys_switch_events_off_and_allow_events_says_so() -> None:
+    from presencex.app import build_registry
+
+    everything = build_registry(config_from_mapping({"force_active": 1}))
+    assert everything.allow_events == "presence, presence.winfo, dialog;sla, dialog;ma, dialog"
+    fewer = build_registry(
+        config_from_mapping({"force_active": 1, "disable_winfo": 1, "disable_bla": 1})
+    )
+    assert fewer.allow_events == "presence, dialog"
+    only_dialog = build_registry(
+        config_from_mapping({"force_active": 1, "disable_presence": 1, "disable_winfo": 1})
+    )
+    assert only_dialog.names() == ("dialog;sla", "dialog;ma", "dialog")
