@@ -15,25 +15,11 @@ from pathlib import Path
 
 import trio
 
+from presencex.loadtest.runner import free_port
 from presencex.sip.message import Request, Response
 from presencex.sip.parse import StreamFramer, parse_message
 
 START_TIMEOUT = 15.0
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 @dataclass
