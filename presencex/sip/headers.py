@@ -256,6 +256,14 @@ class Headers:
             object.__setattr__(self, "items", fixed)
 
     @classmethod
+    def trusted(cls, items: tuple[tuple[str, str], ...]) -> Headers:
+        """Headers whose names are known canonical (the parser's output):
+        skips the per-name check of ``__post_init__`` on the hot path."""
+        headers = object.__new__(cls)
+        object.__setattr__(headers, "items", items)
+        return headers
+
+    @classmethod
     def of(cls, *pairs: tuple[str, str]) -> Headers:
         return cls(tuple((canonical_name(name), value) for name, value in pairs))
 
