@@ -120,6 +120,23 @@ def local_contact(presentity: str, local: str) -> str:
 
 
 class PresentityState:
+    # One per presentity with state, tens of thousands at once: no __dict__.
+    __slots__ = (
+        "_aggregates",
+        "_last_pub_seq",
+        "_timer_seq",
+        "_timers",
+        "config",
+        "manipulation",
+        "manipulation_requested",
+        "publications",
+        "rules",
+        "rules_known",
+        "rules_requested",
+        "uri",
+        "watches",
+    )
+
     def __init__(self, uri: str, config: StateConfig) -> None:
         self.uri = uri
         self.config = config
