@@ -21,6 +21,7 @@ import trio
 
 from presencex.events.registry import Registry, event_name
 from presencex.presence.actor import ActorEnv, run_actor
+from presencex.presence.inbox import Inbox
 from presencex.presence.messages import (
     Effect,
     Message,
@@ -79,7 +80,7 @@ class Router:
         # Requests handed to actors and not yet handled (RequestPolicy.max_in_flight).
         self.in_flight = 0
         self.registry: Registry = config.registry
-        self.inboxes: dict[str, trio.MemorySendChannel[Message]] = {}
+        self.inboxes: dict[str, Inbox[Message]] = {}
         # Read-only view for statistics; each state is owned by its actor.
         self.states: dict[str, PresentityState] = {}
         self._nursery: trio.Nursery | None = None
@@ -105,25 +106,25 @@ class Router:
         if inbox is None:
             inbox = self.start_actor(PresentityState(uri, self.config))
         inbox.send_nowait(msg)
-        queued = inbox.statistics().current_buffer_used
+        queued = len(inbox)
         if queued > self.inbox_high_water:
             self.inbox_high_water = queued
 
     def start_actor(
         self, state: PresentityState, initial: list[Effect] | None = None
-    ) -> trio.MemorySendChannel[Message]:
+    ) -> Inbox[Message]:
         assert self._nursery is not None, "Router.serve must be started first"
-        send, receive = trio.open_memory_channel[Message](self.inbox_size)
-        self.inboxes[state.uri] = send
+        inbox = Inbox[Message](self.inbox_size)
+        self.inboxes[state.uri] = inbox
         self.states[state.uri] = state
         self.actors_started += 1
-        self._nursery.start_soon(self._run, state, receive, initial)
-        return send
+        self._nursery.start_soon(self._run, state, inbox, initial)
+        return inbox
 
     async def _run(
         self,
         state: PresentityState,
-        inbox: trio.MemoryReceiveChannel[Message],
+        inbox: Inbox[Message],
         initial: list[Effect] | None,
     ) -> None:
         try:
@@ -134,14 +135,13 @@ class Router:
 
     def _idle(self, uri: str) -> bool:
         """Unregister an actor that holds nothing, unless messages wait for it."""
-        send = self.inboxes.get(uri)
-        if send is None:
+        inbox = self.inboxes.get(uri)
+        if inbox is None:
             return True
-        if send.statistics().current_buffer_used:
+        if len(inbox):
             return False
         del self.inboxes[uri]
         self.states.pop(uri, None)
-        send.close()
         return True
 
     def _notify_answered(self, uri: str, effect: SendNotify, status: int) -> None:
@@ -203,9 +203,11 @@ class Router:
         event = request.event
         if event is None:
             raise SipError(489, "Bad Event: missing Event header", self._allow_events())
-        name = event_name(event)
-        if self.registry.get(name) is None:
+        package = self.registry.get(event_name(event))
+        if package is None:
             raise SipError(489, "Bad Event", self._allow_events())
+        # The package's own name: one string object shared by every record.
+        name = package.name
         policy = self.policy
         if len(request.body) > policy.max_body_size:
             raise SipError(413, "Request Entity Too Large")

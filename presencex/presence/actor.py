@@ -15,6 +15,7 @@ from typing import Protocol, assert_never
 
 import trio
 
+from presencex.presence.inbox import Inbox
 from presencex.presence.messages import (
     Effect,
     Expire,
@@ -92,7 +93,7 @@ class ActorEnv:
 
 async def run_actor(
     state: PresentityState,
-    inbox: trio.MemoryReceiveChannel[Message],
+    inbox: Inbox[Message],
     env: ActorEnv,
     on_idle: Callable[[str], bool],
     initial: list[Effect] | None = None,

@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import heapq
 import logging
+import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import assert_never
 from urllib.parse import quote
 
@@ -103,7 +105,7 @@ class Watch:
     winfo_event: str = "subscribe"
     # Winfo subscriptions only: changes not yet sent, and whether the next
     # NOTIFY must carry the full list (the first one, RFC 3857 §5.2).
-    winfo_pending: dict[str, WatcherEntry] = field(default_factory=dict)
+    winfo_pending: dict[str, WatcherEntry] | None = None  # made on first use
     winfo_full: bool = True
     # Authorization: the decision this watcher's view follows (None with
     # force_active or no rules), and whether its first NOTIFY waits for rules.
@@ -111,6 +113,7 @@ class Watch:
     held: bool = False
 
 
+@lru_cache(maxsize=65536)
 def local_contact(presentity: str, local: str) -> str:
     """Our Contact for a dialog: it carries the presentity, so in-dialog
     requests (sent to it, RFC 3261 §12.2.1.1) route to the right actor
@@ -441,7 +444,8 @@ class PresentityState:
             event=msg.event,
             event_id=event_header.id if event_header is not None else None,
             watcher_uri=from_.uri,
-            to_uri=request.to.uri,
+            # Usually the presentity itself: share that string.
+            to_uri=self.uri if request.to.uri == self.uri else request.to.uri,
             remote_cseq=request.cseq[0],
             local_cseq=0,
             contact=parse_contact(contacts[0]),
@@ -452,8 +456,9 @@ class PresentityState:
             version=0,
             local_socket=msg.peer.local,
             local_contact=local_contact(self.uri, msg.peer.local),
-            source=str(msg.peer),
-            user_agent=request.headers.get("User-Agent") or "",
+            # Many watchers share a peer (a proxy, a load generator): one string.
+            source=sys.intern(str(msg.peer)),
+            user_agent=sys.intern(request.headers.get("User-Agent") or ""),
             updated_at=now,
         )
         watch = Watch(record, decision=decision)
@@ -525,8 +530,8 @@ class PresentityState:
                 if w.record.event == watched
             )
         else:
-            entries = tuple(watch.winfo_pending.values())
-        watch.winfo_pending.clear()
+            entries = tuple(watch.winfo_pending.values()) if watch.winfo_pending else ()
+        watch.winfo_pending = None
         watch.winfo_full = False
         record = watch.record
         view = WatcherView(record.watcher_uri, self.uri, record.version, None, entries, full)
@@ -555,6 +560,8 @@ class PresentityState:
             if self._package(other.record.event).watched_event != event:
                 continue
             entry = entry or self._winfo_entry(watch, now)
+            if other.winfo_pending is None:
+                other.winfo_pending = {}
             other.winfo_pending[entry.id] = entry
             effects.extend(self._notify(other, now))
         return effects
