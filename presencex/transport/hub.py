@@ -80,6 +80,9 @@ class Connection:
         self.local = local
         self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](TCP_QUEUE)
         self.closed = False
+        # Set by the connection's tasks: closing cancels them, so a peer that
+        # stopped reading cannot keep a writer blocked in send_all.
+        self.cancel_scope: trio.CancelScope | None = None
 
     def send_nowait(self, data: bytes) -> bool:
         if self.closed:
@@ -95,6 +98,8 @@ class Connection:
     def close(self) -> None:
         self.closed = True
         self.send_channel.close()
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
 
 
 RequestHandler = Callable[[Request, Peer], None]

@@ -61,6 +61,7 @@ async def connect_and_serve(hub: Hub, conn: Connection) -> None:
 async def _serve_connection(hub: Hub, conn: Connection, stream: trio.SocketStream) -> None:
     try:
         async with stream, trio.open_nursery() as nursery:
+            conn.cancel_scope = nursery.cancel_scope
             nursery.start_soon(_write, conn, stream)
             await _read(hub, conn, stream)
             nursery.cancel_scope.cancel()
