@@ -131,6 +131,7 @@ class PresentityState:
         "_timers",
         "config",
         "manipulation",
+        "manipulation_known",
         "manipulation_requested",
         "publications",
         "rules",
@@ -155,6 +156,7 @@ class PresentityState:
         self.rules_known = False
         self.rules_requested = False
         self.manipulation: bytes | None = None
+        self.manipulation_known = False
         self.manipulation_requested = False
 
     # -- life cycle -------------------------------------------------------
@@ -500,6 +502,10 @@ class PresentityState:
         if needs_rules and not self.rules_known:
             watch.held = True
             effects.extend(self._request_rules(now))
+        elif self._waits_for_manipulation(msg.event):
+            # The permanent state is part of what the first NOTIFY must say.
+            watch.held = True
+            self._schedule(now + self.config.rules_wait, "rules", None)
         else:
             effects.extend(self._notify(watch, now))
         if package.authorized:
@@ -567,7 +573,11 @@ class PresentityState:
         return effects
 
     def _notify(self, watch: Watch, now: float, extra: bytes | None = None) -> list[Effect]:
-        """The current state to one watcher, or mark it dirty if one is in flight."""
+        """The current state to one watcher, or mark it dirty if one is in flight.
+        A held watcher (first NOTIFY waiting for its documents) gets nothing
+        yet: its release sends the state as it is then."""
+        if watch.held:
+            return []
         if watch.in_flight is not None:
             watch.dirty = True
             return []
@@ -700,6 +710,13 @@ class PresentityState:
         self._schedule(now + self.config.rules_wait, "rules", None)
         return [FetchDocument("pres-rules", revalidate)]
 
+    def _waits_for_manipulation(self, event: str) -> bool:
+        return (
+            self.config.pidf_manipulation
+            and not self.manipulation_known
+            and self._package(event).authorized
+        )
+
     def _request_manipulation(self, revalidate: bool = False) -> list[Effect]:
         if not self.config.pidf_manipulation or (self.manipulation_requested and not revalidate):
             return []
@@ -742,11 +759,19 @@ class PresentityState:
                 except BodyError as exc:
                     log.warning("pidf-manipulation of %s refused: %s", self.uri, exc)
                     document = None
-            if document == self.manipulation:
-                return []
-            self.manipulation = document
-            self._aggregates.pop("presence", None)
-            return self._notify_event("presence", now)
+            self.manipulation_known = True
+            effects: list[Effect] = []
+            if document != self.manipulation:
+                self.manipulation = document
+                self._aggregates.pop("presence", None)
+                effects = self._notify_event("presence", now)
+            for watch in self.watches.values():
+                if watch.held and not (
+                    self._needs_rules(watch.record.event) and not self.rules_known
+                ):
+                    watch.held = False
+                    effects.extend(self._notify(watch, now))
+            return effects
         return []
 
     def _reauthorize(self, now: float) -> list[Effect]:
@@ -761,7 +786,9 @@ class PresentityState:
         """Move one watcher to what the rules now say, and tell it (RFC 5025 §3.2.1)."""
         record = watch.record
         old, new = record.status, _status_for(decision)
-        held, watch.held = watch.held, False
+        held = watch.held
+        if held and not self._waits_for_manipulation(record.event):
+            watch.held = False
         if new == "terminated":
             return self._end(watch, now, "rejected")
         if old == "active" and new == "pending":
