@@ -146,6 +146,10 @@ async def _handle(state: PresentityState, msg: Message, env: ActorEnv) -> None:
         return
     try:
         await _perform(state, effects, env)
+    except Exception:
+        # A bug past the state (a send that raised): log it, keep the actor.
+        env.on_error()
+        log.exception("error performing effects for %s", state.uri)
     finally:
         if request:
             env.request_done()

@@ -54,7 +54,7 @@ from presencex.presence.messages import (
 from presencex.sip.build import build_request, new_tag
 from presencex.sip.errors import SipError
 from presencex.sip.message import Request
-from presencex.sip.uri import parse_uri
+from presencex.sip.uri import parse_name_addr, parse_uri
 from presencex.store.records import DialogKey, Publication, Subscription, SubscriptionStatus
 from presencex.store.writer import (
     DropPublication,
@@ -451,7 +451,7 @@ class PresentityState:
             remote_cseq=request.cseq[0],
             local_cseq=0,
             contact=parse_contact(contacts[0]),
-            route_set=tuple(request.headers.get_all("Record-Route")),
+            route_set=_route_set(request),
             expires_at=now + expires,
             status=status,
             reason=None,
@@ -865,10 +865,22 @@ class PresentityState:
         return package
 
 
-def parse_contact(value: str) -> str:
-    from presencex.sip.uri import parse_name_addr
+def parse_contact(value: str, header: str = "Contact") -> str:
+    """The URI of a Contact or Record-Route value, checked now: it is where
+    NOTIFYs will go, so a URI we cannot send to is the SUBSCRIBE's fault
+    (400 naming the header), not a failure later in the transport."""
+    uri = parse_name_addr(value, header).uri
+    target = parse_uri(uri, f"{header} URI")
+    if target.scheme not in ("sip", "sips") or not target.host:
+        raise SipError(400, f"Bad {header} header: not a SIP URI we can send to")
+    return uri
 
-    return parse_name_addr(value).uri
+
+def _route_set(request: Request) -> tuple[str, ...]:
+    routes = tuple(request.headers.get_all("Record-Route"))
+    for route in routes:
+        parse_contact(route, "Record-Route")
+    return routes
 
 
 def _next_hop(record: Subscription) -> str:

@@ -233,7 +233,16 @@ class Hub:
             self._send(data, peer)
 
     def send_notify(self, effect: SendNotify, on_final: Callable[[int], None]) -> None:
-        target = parse_uri(effect.target)
+        try:
+            target = parse_uri(effect.target)
+        except SipError:
+            # Checked when the subscription was made; a record from an older
+            # database may still hold one we cannot use: the watcher is
+            # unreachable, as if Timer F had fired.
+            log.warning("NOTIFY target %r unusable", effect.target)
+            self.notifies_failed += 1
+            on_final(408)
+            return
         transport = target.transport
         if transport not in ("udp", "tcp"):
             transport = "tcp" if transport == "tls" else "udp"
