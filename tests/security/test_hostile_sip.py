@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import trio
 import trio.testing
@@ -28,6 +29,7 @@ from presencex.router import RequestPolicy, Router
 from presencex.store.writer import StoreOp
 from presencex.transport.hub import Hub
 from presencex.transport.peer import Peer
+from tests.integration.server import open_udp_peer, running_server
 from tests.sip.samples import ALL
 from tests.sipmsg import pidf, request_bytes
 
@@ -263,3 +265,36 @@ def test_corpus_gets_clear_answers_and_service_goes_on() -> None:
     print(
         f"\ncorpus: {len(inputs)} hostile inputs, {len(answers) - 1} answered: {sorted(statuses)}"
     )
+
+
+async def test_corpus_over_udp_and_tcp_to_a_real_server(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        udp = await open_udp_peer(server.port)
+        for data in CORPUS.values():
+            if len(data) < 65000:
+                await udp.send(data)
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            for data in CORPUS.values():
+                with trio.move_on_after(2):
+                    try:
+                        await stream.send_all(data)
+                    except trio.BrokenResourceError:
+                        break  # the server closed a stream it cannot frame: fine
+        assert server.proc is not None
+        assert server.proc.poll() is None
+        peer = await open_udp_peer(server.port)
+        await peer.send(
+            request_bytes(
+                "PUBLISH",
+                ALICE,
+                from_uri=ALICE,
+                to_uri=ALICE,
+                content_type="application/pidf+xml",
+                body=pidf(ALICE, "after"),
+                expires=60,
+                via=f"SIP/2.0/UDP 127.0.0.1:{peer.port}",
+            )
+        )
+        (ok,), _ = await peer.collect(responses=1)
+        assert ok.status == 200
