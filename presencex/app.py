@@ -23,6 +23,7 @@ from presencex.events.dialog import DialogPackage
 from presencex.events.presence import PresencePackage
 from presencex.events.registry import Registry
 from presencex.events.winfo import WatcherInfoPackage
+from presencex.metrics import serve_metrics
 from presencex.presence.actor import ActorEnv, DocumentSource, NoDocuments
 from presencex.presence.state import PresentityState, StateConfig
 from presencex.router import RequestPolicy, Router
@@ -197,6 +198,9 @@ async def serve(
             cleanup=lambda: _cleanup(writer, clock),
         )
         await nursery.start(control.serve)
+        if config.metrics_listen:
+            host, _, port = config.metrics_listen.rpartition(":")
+            await nursery.start(serve_metrics, host.strip("[]"), int(port), server.statistics)
         task_status.started(server)
 
 

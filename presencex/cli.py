@@ -36,6 +36,8 @@ async def _serve(config: Config) -> None:
         log.info("database %s (synchronous=%s)", config.db_path, config.db_synchronous)
         log.info("authorization: %s", _describe(config))
         log.info("control socket %s", config.control_socket)
+        if config.metrics_listen:
+            log.info("metrics on http://%s/metrics", config.metrics_listen)
         log.info("events: %s", server.router.registry.allow_events)
         # SIGTERM (systemd, kill) and SIGINT end the server cleanly: every
         # acknowledged write is already committed, so stopping loses nothing.

@@ -114,6 +114,9 @@ class Config:
     db_busy_timeout: float = 5.0
     server_header: str = "presencex"
     log_level: str = "INFO"
+    # Prometheus text endpoint, "127.0.0.1:9090"; empty: off. Loopback is the
+    # sensible place: the figures say how many watch whom.
+    metrics_listen: str = ""
 
     @property
     def db_path(self) -> str:
@@ -184,6 +187,14 @@ def config_from_mapping(data: dict[str, Any]) -> Config:
             raise ConfigError(key, f"unknown key; known keys are: {', '.join(sorted(known))}")
         if key == "listen":
             values[key] = parse_listen(key, value)
+        elif key == "metrics_listen":
+            if not isinstance(value, str):
+                raise ConfigError(key, 'must be "HOST:PORT", e.g. "127.0.0.1:9090", or "" for off')
+            if value:
+                host, _, port = value.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise ConfigError(key, 'must be "HOST:PORT", e.g. "127.0.0.1:9090"')
+            values[key] = value
         elif key in ("trusted_proxies", "domains"):
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
                 raise ConfigError(key, 'must be a list of strings, e.g. ["127.0.0.1"]')

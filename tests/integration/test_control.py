@@ -102,3 +102,32 @@ def test_stale_socket_is_replaced_live_one_and_files_are_not(tmp_path: Path) -> 
     with pytest.raises(OSError, match="not a socket"):
         bind_unix_socket(str(regular))
     assert regular.read_text() == "keep me"
+
+
+async def test_metrics_endpoint_of_a_running_server(tmp_path: Path) -> None:
+    import httpx
+
+    from presencex.loadtest.runner import free_port
+
+    port = free_port()
+    with running_server(
+        tmp_path, f'force_active = 1\nmetrics_listen = "127.0.0.1:{port}"\n'
+    ) as server:
+        watcher = await open_udp_peer(server.port)
+        await watcher.send(
+            request_bytes(
+                "SUBSCRIBE",
+                ALICE,
+                from_uri=BOB,
+                to_uri=ALICE,
+                expires=600,
+                contact=f"sip:bob@127.0.0.1:{watcher.port}",
+                via=f"SIP/2.0/UDP 127.0.0.1:{watcher.port}",
+            )
+        )
+        await watcher.collect(responses=1, notifies=1)
+        async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert response.status_code == 200
+        assert 'presencex_transport_requests_total{method="SUBSCRIBE"} 1' in response.text
+        assert 'presencex_subscriptions{event_status="presence:active"} 1' in response.text
