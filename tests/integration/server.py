@@ -67,14 +67,16 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(tmp_path: Path, extra: str = "force_active = 1\n") -> Iterator[ServerProcess]:
+def running_server(
+    tmp_path: Path, extra: str = "force_active = 1\n", control_socket: Path | None = None
+) -> Iterator[ServerProcess]:
     port = free_port()
     db = tmp_path / "presencex.db"
     config = tmp_path / "presencex.toml"
     config.write_text(
         f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
         f'db_url = "sqlite:///{db}"\n'
-        f'control_socket = "{tmp_path / "ctl.sock"}"\n'
+        f'control_socket = "{control_socket or tmp_path / "ctl.sock"}"\n'
         "min_expires = 10\n"
         'log_level = "INFO"\n' + extra
     )

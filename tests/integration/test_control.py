@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -131,3 +133,55 @@ async def test_metrics_endpoint_of_a_running_server(tmp_path: Path) -> None:
         assert response.status_code == 200
         assert 'presencex_transport_requests_total{method="SUBSCRIBE"} 1' in response.text
         assert 'presencex_subscriptions{event_status="presence:active"} 1' in response.text
+
+
+NOBODY_CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("refused by mode 0600")
+    sys.exit(0)
+s.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "stats"}\\n')
+print(s.recv(4096).decode())
+"""
+
+
+def as_nobody(sock: Path) -> str:
+    result = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            NOBODY_CLIENT,
+            str(sock),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.mark.skipif(os.getuid() != 0 or shutil.which("setpriv") is None, reason="needs root")
+def test_other_users_cannot_command_the_server(tmp_path: Path) -> None:
+    # A directory the other user may enter, so only the socket itself decides.
+    public = Path(tempfile.mkdtemp(prefix="presencex-ctl-"))
+    try:
+        public.chmod(0o755)
+        sock = public / "ctl.sock"
+        with running_server(tmp_path, control_socket=sock):
+            # The file mode keeps them out...
+            assert "refused by mode 0600" in as_nobody(sock)
+            # ...and if an operator loosens it, SO_PEERCRED still does.
+            os.chmod(sock, 0o666)
+            answer = as_nobody(sock)
+            assert "permission denied" in answer
+            assert "transport" not in answer
+    finally:
+        shutil.rmtree(public, ignore_errors=True)
