@@ -205,7 +205,7 @@ async def test_untrusted_hosts_are_never_contacted(tmp_path: Path) -> None:
                     expires=600,
                     contact=f"sip:w@127.0.0.1:{peer.port}",
                     via=f"SIP/2.0/UDP 127.0.0.1:{peer.port}",
-                    extra=[("Record-Route", f"<http://127.0.0.2:{evil_port}/xcap-root;lr>")],
+                    extra=[("Record-Route", f"<sip:127.0.0.2:{evil_port};lr>")],
                 )
             )
             (ok,), _ = await peer.collect(responses=1)
