@@ -3,6 +3,11 @@
 The main CLI (``presencex/cli.py``) calls ``configure_parser`` and ``run``
 for the ``loadtest`` subcommand.  Exit status: 0 when no call failed, 1 when
 some did, 2 when SIPp is missing or the arguments are wrong.
+
+``--quick`` is the CI form: every named scenario (default: all of them) for
+``QUICK_SECONDS`` at ``QUICK_RATE`` calls/s, fan-out with a small
+``QUICK_PRESENTITIES`` x ``QUICK_WATCHERS`` audience; it checks that nothing
+fails, not how fast.
 """
 
 from __future__ import annotations
@@ -17,6 +22,11 @@ from presencex.loadtest import runner
 from presencex.loadtest.runner import StepResult
 
 FANOUT = "fanout"
+QUICK_RATE = 50.0
+QUICK_SECONDS = 3.0
+QUICK_USERS = 100
+QUICK_PRESENTITIES = 10
+QUICK_WATCHERS = 5
 
 
 def _rates(text: str) -> list[float]:
@@ -50,9 +60,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--scenario",
         type=_scenarios,
-        default=["subscribe"],
         help=f"comma-separated: {', '.join((*runner.CLIENT_SCENARIOS, FANOUT))} "
-        "(default subscribe)",
+        "(default subscribe; with --quick subscribe, publish, winfo, dialog, fanout)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"CI form: {QUICK_SECONDS:g} s per scenario at {QUICK_RATE:g}/s, fan-out "
+        f"{QUICK_PRESENTITIES}x{QUICK_WATCHERS}; exit 1 on any failed call",
     )
     rate = parser.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=float, help="calls per second (default 50)")
@@ -106,6 +121,16 @@ def run(args: argparse.Namespace) -> int:
     except (runner.SippMissing, ValueError) as exc:
         print(f"presencex loadtest: {exc}", file=sys.stderr)
         return 2
+    if args.quick:
+        if args.scenario is None:
+            args.scenario = ["subscribe", "publish", "winfo", "dialog", FANOUT]
+        if args.rate is None and args.rates is None:
+            args.rates = [QUICK_RATE]
+        args.seconds = QUICK_SECONDS
+        args.users = QUICK_USERS
+        args.watchers = QUICK_WATCHERS
+    elif args.scenario is None:
+        args.scenario = ["subscribe"]
     rates = args.rates or [args.rate if args.rate is not None else 50.0]
     pid = _server_pid(args)
     results: list[StepResult] = []
@@ -123,7 +148,10 @@ def run(args: argparse.Namespace) -> int:
     print(runner.format_table(results))
     if args.json is not None:
         args.json.write_text(json.dumps([r.as_dict() for r in results], indent=2) + "\n")
-    return 1 if not results or any(r.failed for r in results) else 0
+    incomplete = any(
+        r.expected_notifies is not None and r.notifies != r.expected_notifies for r in results
+    )
+    return 1 if not results or incomplete or any(r.failed for r in results) else 0
 
 
 def _step(name: str, rate: float, pid: int | None, args: argparse.Namespace) -> StepResult:
@@ -133,7 +161,7 @@ def _step(name: str, rate: float, pid: int | None, args: argparse.Namespace) -> 
             rate=rate,
             seconds=args.seconds,
             calls=args.calls,
-            presentities=args.users,
+            presentities=QUICK_PRESENTITIES if args.quick else args.users,
             watchers=args.watchers,
             domain=args.domain,
             server_pid=pid,

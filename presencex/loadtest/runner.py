@@ -54,6 +54,8 @@ SUSTAINED_MIN_ACHIEVED = 0.95
 # and our own margin beyond SIPp's global timeout before we kill it.
 GRACE_SECONDS = 10.0
 KILL_MARGIN_SECONDS = 10.0
+# SIPp busier than this (CPU seconds per second) is the bottleneck itself.
+CLIENT_BOUND_CPU = 0.9
 # A call waits at most this long for any one message before it fails.
 RECV_TIMEOUT_MS = 5000
 
@@ -297,6 +299,7 @@ class StepResult:
     server_cpu_seconds: float | None = None
     server_rss_kb: int | None = None
     server_pss_kb: int | None = None
+    client_cpu_seconds: float | None = None  # SIPp's own CPU (all SIPp processes of the step)
     notifies: int | None = None  # fan-out: NOTIFYs the sink answered
     expected_notifies: int | None = None
     workdir: str = ""
@@ -321,6 +324,13 @@ class StepResult:
         )
 
     @property
+    def client_bound(self) -> bool:
+        """SIPp itself used >= 90 % of its CPU: the step measured SIPp, not
+        the server."""
+        cpu = self.client_cpu_seconds
+        return cpu is not None and self.elapsed > 0 and cpu >= CLIENT_BOUND_CPU * self.elapsed
+
+    @property
     def notify_rate(self) -> float | None:
         if self.notifies is None or self.elapsed <= 0:
             return None
@@ -331,22 +341,24 @@ class StepResult:
         data["failed_ratio"] = self.failed_ratio
         data["sustained"] = self.sustained
         data["notify_rate"] = self.notify_rate
+        data["client_bound"] = self.client_bound
         return data
 
 
 # ------------------------------------------------------------------- users
 
 
-def write_users(path: Path, users: int, *, watchers: int = 1) -> Path:
+def write_users(path: Path, users: int, *, watchers: int = 1, prefix: str = "") -> Path:
     """A SEQUENTIAL injection file ``watcher;presentity``: ``users``
-    presentities, each with ``watchers`` watchers (one line per pair)."""
+    presentities, each with ``watchers`` watchers (one line per pair); user
+    parts start with ``prefix``."""
     width = len(str(max(users, watchers)))
     with open(path, "w", encoding="ascii") as out:
         out.write("SEQUENTIAL\n")
         for p in range(users):
             for w in range(watchers):
-                watcher = f"w{p:0{width}d}" if watchers == 1 else f"w{w:0{width}d}"
-                out.write(f"{watcher};p{p:0{width}d}\n")
+                watcher = f"{prefix}w{p:0{width}d}" if watchers == 1 else f"{prefix}w{w:0{width}d}"
+                out.write(f"{watcher};{prefix}p{p:0{width}d}\n")
     return path
 
 
@@ -455,15 +467,29 @@ def read_rtts(workdir: Path) -> list[float]:
     return values
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _wait(
     proc: subprocess.Popen[bytes],
     workdir: Path,
     deadline: float,
     label: str,
     progress: Progress | None,
-) -> None:
+) -> float | None:
+    """Wait for SIPp to end (or kill it at ``deadline``); its CPU seconds as
+    last seen (sampled every 0.5 s: /proc forgets a process once reaped)."""
     start = time.monotonic()
+    cpu: float | None = None
     while proc.poll() is None:
+        # SIPp runs under taskset, which execs it: the pid is SIPp's.
+        cpu = _cpu_seconds(proc.pid) or cpu
         if time.monotonic() > deadline:
             kill_group(proc)
             break
@@ -477,6 +503,7 @@ def _wait(
                 )
             progress(f"{label}  {done}")
         time.sleep(0.5)
+    return cpu
 
 
 def run_scenario(
@@ -495,6 +522,7 @@ def run_scenario(
     pin_cpu: str | None = None,
     workdir: Path | None = None,
     progress: Progress | None = None,
+    user_prefix: str = "",
 ) -> StepResult:
     """Run bundled scenario ``name`` against ``target`` (``HOST:PORT``) at
     ``rate`` calls/s for at most ``calls`` calls (default rate x seconds) and
@@ -506,7 +534,7 @@ def run_scenario(
     total = min(total, max(1, round(rate * seconds)))
     work = workdir or Path(tempfile.mkdtemp(prefix=f"presencex-{name}-"))
     work.mkdir(parents=True, exist_ok=True)
-    injection = write_users(work / "users.csv", users, watchers=watchers)
+    injection = write_users(work / "users.csv", users, watchers=watchers, prefix=user_prefix)
     sipp_timeout = seconds + GRACE_SECONDS
     cmd = sipp_command(
         sipp,
@@ -526,9 +554,10 @@ def run_scenario(
     before = sample_process(server_pid) if server_pid is not None else None
     with sipp_process(cmd, work) as proc:
         deadline = time.monotonic() + sipp_timeout + KILL_MARGIN_SECONDS
-        _wait(proc, work, deadline, f"{name} @ {rate:g}/s", progress)
+        client_cpu = _wait(proc, work, deadline, f"{name} @ {rate:g}/s", progress)
     after = sample_process(server_pid) if server_pid is not None else None
-    return _result(name, target, transport, rate, work, server_pid, before, after)
+    result = _result(name, target, transport, rate, work, server_pid, before, after)
+    return replace(result, client_cpu_seconds=client_cpu)
 
 
 def _result(
@@ -573,6 +602,21 @@ def _result(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Sink:
+    """A running NOTIFY sink: call it for its counters so far (one successful
+    call = one NOTIFY with ``Subscription-State: active`` answered)."""
+
+    pid: int
+    workdir: Path
+
+    def __call__(self) -> SippStats | None:
+        return read_stats(self.workdir)
+
+    def cpu_seconds(self) -> float | None:
+        return _cpu_seconds(self.pid)
+
+
 @contextmanager
 def notify_sink(
     port: int,
@@ -581,11 +625,10 @@ def notify_sink(
     max_notifies: int = 10_000_000,
     pin_cpu: str | None = None,
     workdir: Path | None = None,
-) -> Iterator[Callable[[], SippStats | None]]:
+) -> Iterator[Sink]:
     """A SIPp UAS on 127.0.0.1:``port`` answering every NOTIFY 200 (the
     ``fanout_uas`` scenario, with ``-deadcall_wait 0``: see its header), for
-    at most ``seconds``.  Yields a function returning its counters so far
-    (one call = one NOTIFY answered)."""
+    at most ``seconds``."""
     sipp = find_sipp()
     work = workdir or Path(tempfile.mkdtemp(prefix="presencex-notify-sink-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -609,7 +652,7 @@ def notify_sink(
         if proc.poll() is not None:
             out = (work / "sipp.out").read_text(errors="replace")[-2000:]
             raise RuntimeError(f"the NOTIFY sink (SIPp) exited at once:\n{out}")
-        yield lambda: read_stats(work)
+        yield Sink(proc.pid, work)
 
 
 def wait_for_count(
@@ -642,13 +685,15 @@ def hold_subscriptions(
     rate: float = 500.0,
     expires: int = 3600,
     domain: str = "example.com",
+    prefix: str = "",
     server_pid: int | None = None,
     pin_cpu: str | None = None,
     progress: Progress | None = None,
 ) -> StepResult:
     """Subscribe ``watchers`` watchers to each of ``presentities``
     presentities and leave them subscribed (``fanout_subscribe``); their
-    Contact is the NOTIFY sink on ``notify_port``."""
+    Contact is the NOTIFY sink on ``notify_port``.  ``prefix`` keeps the
+    presentities of two holds on one server apart."""
     total = presentities * watchers
     return run_scenario(
         "fanout_subscribe",
@@ -660,30 +705,101 @@ def hold_subscriptions(
         watchers=watchers,
         domain=domain,
         keys={"notify_port": str(notify_port), "expires": str(expires)},
+        user_prefix=prefix,
         server_pid=server_pid,
         pin_cpu=pin_cpu,
         progress=progress,
     )
 
 
-def run_fanout(
+class FanoutSession:
+    """``watchers`` x ``presentities`` subscriptions held once on a server,
+    their NOTIFYs answered (and counted) by one sink, for a whole ladder of
+    fan-out steps.  Holding them again for every step would leave the
+    previous step's watchers behind, pointing at a sink that is gone, and
+    every later step would pay for NOTIFYs to nowhere."""
+
+    def __init__(
+        self,
+        target: str,
+        sink: Sink,
+        *,
+        presentities: int,
+        watchers: int,
+        domain: str,
+        pin_cpu: str | None,
+        progress: Progress | None,
+    ) -> None:
+        self.target = target
+        self.sink = sink
+        self.presentities = presentities
+        self.watchers = watchers
+        self.domain = domain
+        self.pin_cpu = pin_cpu
+        self.progress = progress
+
+    def step(
+        self,
+        rate: float,
+        seconds: float,
+        *,
+        calls: int | None = None,
+        server_pid: int | None = None,
+    ) -> StepResult:
+        """``fanout_publish`` (initial PUBLISH + removal: two NOTIFY rounds a
+        call) at ``rate``; the NOTIFYs delivered while it ran counted."""
+        base = self._settled()
+        sink_cpu = self.sink.cpu_seconds()
+        step = run_scenario(
+            "fanout_publish",
+            self.target,
+            rate=rate,
+            calls=calls,
+            seconds=seconds,
+            users=self.presentities,
+            domain=self.domain,
+            server_pid=server_pid,
+            pin_cpu=self.pin_cpu,
+            progress=self.progress,
+        )
+        expected = 2 * self.watchers * step.successful
+        final = wait_for_count(self.sink, base + expected, timeout=GRACE_SECONDS)
+        sink_after = self.sink.cpu_seconds()
+        client_cpu = step.client_cpu_seconds
+        if client_cpu is not None and sink_cpu is not None and sink_after is not None:
+            # The sink shares SIPp's CPU: both together are the client side.
+            client_cpu += sink_after - sink_cpu
+        return replace(
+            step,
+            notifies=final - base,
+            expected_notifies=expected,
+            client_cpu_seconds=client_cpu,
+            extra={"presentities": self.presentities, "watchers": self.watchers},
+        )
+
+    def _settled(self) -> int:
+        """The sink's count once it stopped moving (NOTIFYs of an earlier
+        step still arriving would be counted in this one)."""
+        stats = self.sink()
+        last = stats.successful if stats is not None else 0
+        return wait_for_count(self.sink, last + 10_000_000, timeout=2 * 1.5 + 1, settle=1.5)
+
+
+@contextmanager
+def fanout_session(
     target: str,
     *,
-    rate: float,
     seconds: float,
     presentities: int = 100,
     watchers: int = 10,
-    calls: int | None = None,
     domain: str = "example.com",
     subscribe_rate: float = 500.0,
-    server_pid: int | None = None,
     pin_cpu: str | None = None,
     progress: Progress | None = None,
-) -> StepResult:
-    """The fan-out step: hold ``watchers`` x ``presentities`` subscriptions
-    whose NOTIFYs go to a SIPp sink, then run ``fanout_publish`` (initial
-    PUBLISH + removal: two NOTIFY rounds a call) at ``rate`` and count the
-    NOTIFYs delivered while it ran."""
+) -> Iterator[FanoutSession]:
+    """Hold the fan-out subscriptions and a sink for at most ``seconds`` of
+    steps; every subscription is confirmed (2xx and its first NOTIFY, with
+    ``Subscription-State: active``, answered by the sink) before a step."""
     sink_port = free_port()
     hold_seconds = presentities * watchers / subscribe_rate + seconds + 3 * GRACE_SECONDS
     with notify_sink(sink_port, seconds=hold_seconds, pin_cpu=pin_cpu) as sink:
@@ -702,27 +818,50 @@ def run_fanout(
             raise RuntimeError(
                 f"fan-out: {held.failed} of {held.calls} subscriptions failed (see {held.workdir})"
             )
-        base = wait_for_count(sink, held.successful, timeout=GRACE_SECONDS)
-        step = run_scenario(
-            "fanout_publish",
+        confirmed = wait_for_count(sink, held.successful, timeout=GRACE_SECONDS)
+        if confirmed < held.successful:
+            raise RuntimeError(
+                f"fan-out: {confirmed} of {held.successful} subscriptions confirmed active "
+                f"by a NOTIFY (see {sink.workdir})"
+            )
+        yield FanoutSession(
             target,
-            rate=rate,
-            calls=calls,
-            seconds=seconds,
-            users=presentities,
+            sink,
+            presentities=presentities,
+            watchers=watchers,
             domain=domain,
-            server_pid=server_pid,
             pin_cpu=pin_cpu,
             progress=progress,
         )
-        expected = 2 * watchers * step.successful
-        final = wait_for_count(sink, base + expected, timeout=GRACE_SECONDS)
-    return replace(
-        step,
-        notifies=final - base,
-        expected_notifies=expected,
-        extra={"presentities": presentities, "watchers": watchers},
-    )
+
+
+def run_fanout(
+    target: str,
+    *,
+    rate: float,
+    seconds: float,
+    presentities: int = 100,
+    watchers: int = 10,
+    calls: int | None = None,
+    domain: str = "example.com",
+    subscribe_rate: float = 500.0,
+    server_pid: int | None = None,
+    pin_cpu: str | None = None,
+    progress: Progress | None = None,
+) -> StepResult:
+    """One fan-out step on its own: hold the subscriptions, publish at
+    ``rate`` for ``seconds``, count the NOTIFYs."""
+    with fanout_session(
+        target,
+        seconds=seconds,
+        presentities=presentities,
+        watchers=watchers,
+        domain=domain,
+        subscribe_rate=subscribe_rate,
+        pin_cpu=pin_cpu,
+        progress=progress,
+    ) as session:
+        return session.step(rate, seconds, calls=calls, server_pid=server_pid)
 
 
 # ------------------------------------------------------------------ output
@@ -745,11 +884,20 @@ def _row(r: StepResult) -> tuple[str, ...]:
         _ms(r.p99_ms),
         "-" if r.notify_rate is None else f"{r.notify_rate:.0f}",
         "-" if r.server_cpu_seconds is None else f"{r.server_cpu_seconds:.2f}",
+        "-" if r.client_cpu_seconds is None else f"{r.client_cpu_seconds:.2f}",
         "-" if r.server_rss_kb is None else f"{r.server_rss_kb / 1024:.1f}",
     )
 
 
-def format_table(results: Sequence[StepResult]) -> str:
+TABLE_NOTES = (
+    f"Response times are SIPp's (request -> final response); its clock ticks in "
+    f"{SIPP_CLOCK_MS} ms steps here, so 0 means under {SIPP_CLOCK_MS} ms. Server CPU is "
+    "seconds used during the step, SIPp CPU likewise for SIPp (and the NOTIFY sink); "
+    "RSS is at the step's end, summed over the server's processes."
+)
+
+
+def format_table(results: Sequence[StepResult], *, notes: bool = True) -> str:
     """The figures as an aligned text table, with the notes they need."""
     head = (
         "scenario",
@@ -763,18 +911,12 @@ def format_table(results: Sequence[StepResult]) -> str:
         "p99 ms",
         "NOTIFY/s",
         "srv CPU s",
+        "SIPp CPU s",
         "srv RSS MB",
     )
     rows = [head, *(_row(r) for r in results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.append(
-        f"Response times are SIPp's (request -> final response); its clock ticks in "
-        f"{SIPP_CLOCK_MS} ms steps here, so 0 means under {SIPP_CLOCK_MS} ms."
-    )
-    if any(r.server_rss_kb is not None for r in results):
-        lines.append(
-            "Server CPU is seconds used during the step; RSS is at its end, summed over "
-            "the server's processes."
-        )
+    if notes:
+        lines.append(TABLE_NOTES)
     return "\n".join(lines)

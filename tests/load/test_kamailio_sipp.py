@@ -1,15 +1,19 @@
-"""The bundled scenarios against Kamailio 5.6 (the incumbent), through the
-harness the benchmark uses: a short run at a modest rate, zero failed calls."""
+"""The incumbent, Kamailio 5.6, through the same harness: the winfo and
+dialog scenarios against it, and ``presencex bench --quick`` (the CI form
+of the comparison) with both servers.  Zero failed calls, not speed."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from presencex.loadtest import runner, servers
+from presencex.loadtest import bench, runner, servers
 
 pytestmark = [
     pytest.mark.kamailio,
@@ -30,7 +34,8 @@ def kamailio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Runni
         yield server
 
 
-@pytest.mark.parametrize("name", ["subscribe", "publish", "winfo", "dialog"])
+# subscribe, publish and fanout run against Kamailio in the bench test below.
+@pytest.mark.parametrize("name", ["winfo", "dialog"])
 def test_scenario_against_kamailio(
     kamailio: servers.RunningServer, tmp_path: Path, name: str
 ) -> None:
@@ -48,9 +53,34 @@ def test_scenario_against_kamailio(
     assert result.server_cpu_seconds is not None
 
 
-def test_fanout_against_kamailio(kamailio: servers.RunningServer) -> None:
-    result = runner.run_fanout(
-        kamailio.target, rate=RATE, seconds=SECONDS, presentities=10, watchers=5
+@pytest.mark.slow
+def test_bench_quick_runs_both_sides_without_failures(tmp_path: Path) -> None:
+    figures = tmp_path / "bench.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "presencex", "bench", "--quick"),
+            *("--workdir", str(tmp_path / "work"), "--json", str(figures)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
-    assert result.failed == 0, result.workdir
-    assert result.notifies == result.expected_notifies == 2 * 5 * int(RATE * SECONDS)
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    report = json.loads(figures.read_text())
+    calls = int(bench.QUICK_RATE * bench.QUICK_SECONDS)
+    for scenario in bench.SCENARIOS:
+        for side in bench.SIDES:
+            (step,) = report["ladders"][scenario][side]
+            assert step["failed"] == 0, f"{scenario} on {side}: see {step['workdir']}"
+            assert step["successful"] == calls, (scenario, side)
+            if scenario == "fanout":
+                assert step["notifies"] == step["expected_notifies"] > 0, side
+    for side in bench.SIDES:
+        (memory,) = report["memory_per_subscription"][side].values()
+        assert memory["failed"] == 0
+        assert memory["held"] == bench.QUICK_MEMORY
+    assert set(report["durability"]) == set(bench.SIDES)
+    # The printed report carries the summary and both durability lines.
+    assert "ratio presencex/kamailio" in done.stdout
+    assert done.stdout.count("durability: ") == 2
