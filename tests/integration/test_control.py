@@ -132,7 +132,7 @@ async def test_metrics_endpoint_of_a_running_server(tmp_path: Path) -> None:
             response = await client.get(f"http://127.0.0.1:{port}/metrics")
         assert response.status_code == 200
         assert 'presencex_transport_requests_total{method="SUBSCRIBE"} 1' in response.text
-        assert 'presencex_subscriptions{event_status="presence:active"} 1' in response.text
+        assert 'presencex_subscriptions{event="presence",status="active"} 1' in response.text
 
 
 NOBODY_CLIENT = """
