@@ -402,12 +402,12 @@ class Bench:
 
 
 def _ctl_stats(server: servers.RunningServer) -> dict[str, Any] | None:
-    if server.name != "presencex":
+    if server.control_socket is None:
         return None
     from presencex.control.client import call
 
     try:
-        answer = call(str(server.workdir / "presencex.sock"), "stats", [])
+        answer = call(str(server.control_socket), "stats", [])
     except (OSError, ValueError):
         return None
     result = answer.get("result")

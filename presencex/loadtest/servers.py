@@ -17,10 +17,11 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from presencex.loadtest.runner import free_port, kill_group
@@ -39,6 +40,7 @@ class RunningServer:
     pid: int
     workdir: Path
     log: Path
+    control_socket: Path | None = None  # presencex's
 
     @property
     def target(self) -> str:
@@ -155,12 +157,25 @@ def kamailio_server(
         yield server
 
 
-def presencex_config(workdir: Path, port: int, extra: str = "") -> Path:
+# sockaddr_un holds 108 bytes: a deep work directory (pytest's) gets its
+# control socket in a short temporary directory instead.
+MAX_SOCKET_PATH = 100
+
+
+def control_socket_path(workdir: Path) -> Path:
+    path = workdir / "presencex.sock"
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    return Path(tempfile.mkdtemp(prefix="pxctl-")) / "presencex.sock"
+
+
+def presencex_config(workdir: Path, port: int, extra: str = "", socket: Path | None = None) -> Path:
     config = workdir / "presencex.toml"
+    socket = socket or control_socket_path(workdir)
     config.write_text(
         f'listen = ["udp:127.0.0.1:{port}", "tcp:127.0.0.1:{port}"]\n'
         f'db_url = "sqlite:///{workdir / "presencex.db"}"\n'
-        f'control_socket = "{workdir / "presencex.sock"}"\n'
+        f'control_socket = "{socket}"\n'
         "force_active = 1\n"
         f"min_expires = {MIN_EXPIRES}\n"
         f"max_expires = {MAX_EXPIRES}\n"
@@ -176,7 +191,12 @@ def presencex_server(
     """``presencex serve --config <generated>`` on 127.0.0.1:``port``."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    config = presencex_config(workdir, port, extra)
+    socket = control_socket_path(workdir)
+    config = presencex_config(workdir, port, extra, socket)
     cmd = [sys.executable, "-m", "presencex", "serve", "--config", str(config)]
-    with _process(cmd, port, workdir, "presencex", pin_cpu) as server:
-        yield server
+    try:
+        with _process(cmd, port, workdir, "presencex", pin_cpu) as server:
+            yield replace(server, control_socket=socket)
+    finally:
+        if socket.parent != workdir:
+            shutil.rmtree(socket.parent, ignore_errors=True)
