@@ -7,6 +7,8 @@ Facts:
 - Every ladder and every memory measurement starts a fresh server with a
   fresh database, so one ladder's leftovers never weigh on the next.  A
   fan-out ladder holds its 100 x 10 subscriptions once, for all its steps.
+- Ladders are interleaved (each rate on presencex, then on Kamailio), so a
+  neighbour's load that comes and goes weighs on both sides alike.
 - A ladder climbs the scenario's rates and stops at the first step that is
   not sustained (< 0.5 % failed calls and achieved >= 95 % of the target;
   fan-out also needs >= 99.5 % of the NOTIFYs delivered); the max sustained
@@ -38,7 +40,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -277,17 +278,36 @@ class Bench:
             extra=f'db_synchronous = "{self.report.synchronous}"\n',
         )
 
-    def ladder(
-        self, scenario: str, side: str, rates: tuple[float, ...], seconds: float
-    ) -> Iterator[StepResult]:
-        with ExitStack() as stack:
-            server = stack.enter_context(self.server(side, f"{scenario}-{side}-ladder"))
-            session = self._session(stack, scenario, server, seconds * len(rates))
+    def ladders(
+        self, scenario: str, sides: list[str], rates: tuple[float, ...], seconds: float
+    ) -> dict[str, list[StepResult]]:
+        """Climb ``rates`` on every side, interleaved: rate r on presencex,
+        then r on Kamailio, then the next rate, so a neighbour's load that
+        comes and goes on this noisy machine weighs on both sides alike.  A
+        side's server is stopped right after its first unsustained step: an
+        overloaded server still burning the shared CPU would weigh on the
+        other side's next steps."""
+        steps: dict[str, list[StepResult]] = {side: [] for side in sides}
+        with ExitStack() as outer:
+            running: dict[
+                str, tuple[ExitStack, servers.RunningServer, runner.FanoutSession | None]
+            ] = {}
+            for side in sides:
+                stack = outer.enter_context(ExitStack())
+                server = stack.enter_context(self.server(side, f"{scenario}-{side}-ladder"))
+                session = self._session(stack, scenario, server, seconds * len(rates))
+                running[side] = (stack, server, session)
             for rate in rates:
-                step = self._step(scenario, server, session, rate, seconds)
-                yield step
-                if not step.sustained:
-                    return
+                for side in list(running):
+                    stack, server, session = running[side]
+                    step = self._step(scenario, server, session, rate, seconds)
+                    steps[side].append(step)
+                    if not step.sustained:
+                        stack.close()
+                        del running[side]
+                if not running:
+                    break
+        return steps
 
     def _session(
         self, stack: ExitStack, scenario: str, server: servers.RunningServer, seconds: float
@@ -526,9 +546,7 @@ def _run_all(bench: Bench, sides: list[str], scenarios: list[str]) -> None:
             rates = tuple(float(r) for r in args.rates.split(","))
         else:
             rates = DEFAULT_RATES[scenario]
-        by_side = report.ladders.setdefault(scenario, {})
-        for side in sides:
-            by_side[side] = list(bench.ladder(scenario, side, rates, seconds))
+        report.ladders[scenario] = bench.ladders(scenario, sides, rates, seconds)
         if args.quick:
             continue
         reference = report.max_rate(scenario, sides[0]) or rates[0]
