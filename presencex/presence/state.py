@@ -111,6 +111,9 @@ class Watch:
     # force_active or no rules), and whether its first NOTIFY waits for rules.
     decision: Decision | None = None
     held: bool = False
+    # A fetch (Expires: 0, RFC 6665 §3.3.6) waiting for its documents: never
+    # persisted, ended by its one NOTIFY.
+    fetch: bool = False
 
 
 @lru_cache(maxsize=65536)
@@ -486,8 +489,20 @@ class PresentityState:
                 *self._final_notify(watch, now, "rejected"),
             ]
         if expires == 0:
-            # A fetch (RFC 6665 §4.4.3): one NOTIFY with the state, nothing kept.
-            return [reply, *self._final_notify(watch, now, "timeout")]
+            # A fetch (RFC 6665 §3.3.6): one NOTIFY with the state, nothing
+            # kept; documents not known yet are waited for (rules_wait).
+            unknown_rules = needs_rules and not self.rules_known
+            if unknown_rules or self._waits_for_manipulation(msg.event):
+                watch.fetch = watch.held = True
+                self.watches[key] = watch
+                self._schedule(now + self.config.rules_wait, "rules", None)
+                fetching: list[Effect] = [reply]
+                if unknown_rules:
+                    fetching.extend(self._request_rules(now))
+                if package.authorized:
+                    fetching.extend(self._request_manipulation())
+                return fetching
+            return [reply, *self._fetch_notify(watch, now)]
         self.watches[key] = watch
         self._schedule(record.expires_at, "sub", key)
         ops: list[StoreOp] = [PutSubscription(record)]
@@ -578,6 +593,8 @@ class PresentityState:
         yet: its release sends the state as it is then."""
         if watch.held:
             return []
+        if watch.fetch:
+            return self._fetch_notify(watch, now)
         if watch.in_flight is not None:
             watch.dirty = True
             return []
@@ -594,13 +611,20 @@ class PresentityState:
         state = f"{record.status};expires={remaining}"
         return self._send(watch, state, body)
 
-    def _final_notify(self, watch: Watch, now: float, reason: str) -> list[Effect]:
+    def _fetch_notify(self, watch: Watch, now: float) -> list[Effect]:
+        """The one NOTIFY of a fetch: the state as this watcher may see it."""
+        self.watches.pop(watch.record.key, None)
+        return self._final_notify(watch, now, "timeout", self._body_for(watch, now))
+
+    def _final_notify(
+        self, watch: Watch, now: float, reason: str, body: bytes | None = None
+    ) -> list[Effect]:
         record = replace(watch.record, status="terminated", reason=reason)
         watch.record = record
         # RFC 6665 reasons and RFC 3858 winfo events share their names.
         watch.winfo_event = reason.split(";", 1)[0]
         watch.in_flight = None  # the final NOTIFY goes out whatever is pending
-        return self._send(watch, f"terminated;reason={reason}", None)
+        return self._send(watch, f"terminated;reason={reason}", body)
 
     def _send(self, watch: Watch, state: str, body: bytes | None) -> list[Effect]:
         record = watch.record
@@ -765,7 +789,7 @@ class PresentityState:
                 self.manipulation = document
                 self._aggregates.pop("presence", None)
                 effects = self._notify_event("presence", now)
-            for watch in self.watches.values():
+            for watch in list(self.watches.values()):
                 if watch.held and not (
                     self._needs_rules(watch.record.event) and not self.rules_known
                 ):
@@ -791,6 +815,10 @@ class PresentityState:
             watch.held = False
         if new == "terminated":
             return self._end(watch, now, "rejected")
+        if watch.fetch:
+            watch.decision = decision
+            watch.record = replace(record, status=new)
+            return self._notify(watch, now)
         if old == "active" and new == "pending":
             # RFC 6665 forbids active → pending: access revoked ends it.
             return self._end(watch, now, self.config.xcapauth_userdel_reason)
@@ -828,7 +856,7 @@ class PresentityState:
     def _release_held(self, now: float) -> list[Effect]:
         """The rules did not come in time: first NOTIFYs go out as pending."""
         effects: list[Effect] = []
-        for watch in self.watches.values():
+        for watch in list(self.watches.values()):
             if watch.held:
                 watch.held = False
                 effects.extend(self._notify(watch, now))
@@ -838,7 +866,11 @@ class PresentityState:
         """refreshWatchers with Kamailio's types: 0 rules, 1 published state
         in the database, 2 pidf-manipulation document."""
         if msg.kind == 0:
-            if any(self._needs_rules(w.record.event) for w in self.watches.values()):
+            # Rules this actor holds must be re-read even with no watcher
+            # needing them now: the next watcher would be judged by stale ones.
+            if self.rules_requested or any(
+                self._needs_rules(w.record.event) for w in self.watches.values()
+            ):
                 return self._request_rules(now, revalidate=True)
             return []
         if msg.kind == 1:

@@ -226,12 +226,6 @@ async def test_pidf_manipulation_and_rules_revalidated_over_http(
         report(revalidation.summary())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="state.py: a fetch (SUBSCRIBE with Expires: 0, RFC 6665 §4.4.3) gets one "
-    "terminated NOTIFY without any body: _final_notify always sends None, and a "
-    "fresh actor does not wait for its documents first",
-)
 async def test_a_fetch_shows_the_permanent_state(tmp_path: Path) -> None:
     config = "force_active = 1\npidf_manipulation = 1\nintegrated_xcap_server = 1\n"
     with running_server(tmp_path, config) as server:

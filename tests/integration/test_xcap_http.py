@@ -457,12 +457,6 @@ def assert_only_trusted_asked(
 
 @pytest.mark.kamailio
 @skip_without_kamailio
-@pytest.mark.xfail(
-    strict=True,
-    reason="state.py _refresh: refreshWatchers … 0 re-reads the rules only while some "
-    "watcher needs them, so an actor kept alive by a publication keeps stale rules for "
-    "its next watcher (until revalidation over HTTP; for ever from the xcap table)",
-)
 async def test_refresh_reaches_rules_held_without_watchers(
     tmp_path: Path, kamailio_xcap: KamailioXcap
 ) -> None:
