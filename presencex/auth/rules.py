@@ -484,9 +484,11 @@ def parse_datetime(text: str) -> float:
         when = datetime(year, month, day, 0 if end_of_day else hour, minute, second, tzinfo=tz)
     except ValueError:
         raise BodyError(f"bad dateTime {text.strip()[:40]!r}") from None
-    if end_of_day:
-        when += timedelta(days=1)
-    return when.timestamp() + (float(fraction) if fraction else 0.0)
+    # The day is added to the epoch seconds, not to the datetime: the
+    # midnight that ends 9999-12-31 ("for ever" in some clients' documents)
+    # lies past datetime.max and would raise OverflowError.
+    extra = 86400.0 if end_of_day else 0.0
+    return when.timestamp() + extra + (float(fraction) if fraction else 0.0)
 
 
 def _parse_validity(element: etree._Element) -> tuple[tuple[float, float], ...]:

@@ -34,8 +34,8 @@ from collections.abc import Iterator
 from lxml import etree
 
 from presencex.auth.rules import Attribute, Provide, Transformations, uri_key
-from presencex.bodies.pidf import DATA_MODEL_NS, PIDF_NS, RPID_NS, neutral_pidf
-from presencex.bodies.xmlparse import BodyError, parse_xml, serialize_xml
+from presencex.bodies.pidf import DATA_MODEL_NS, PIDF_NS, RPID_NS, neutral_pidf, parse_aggregate
+from presencex.bodies.xmlparse import BodyError, serialize_xml
 
 __all__ = ["filter_pidf", "polite_block_body"]
 
@@ -114,7 +114,10 @@ def filter_pidf(body: bytes, transformations: Transformations, *, watcher: str) 
     depends on the watcher (see the module docstring on caching).
     """
     del watcher
-    root = parse_xml(body)
+    # The aggregate of several publications may be larger than one untrusted
+    # body may be: parse_xml's limits for a PUBLISH body would refuse it
+    # ("document too large") and fail every NOTIFY of the presentity.
+    root = parse_aggregate(body)
     if root.tag != PRESENCE:
         raise BodyError(f"root element must be {PRESENCE}")
     t = transformations

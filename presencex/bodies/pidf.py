@@ -24,7 +24,15 @@ from collections.abc import Sequence
 
 from lxml import etree
 
-from presencex.bodies.xmlparse import BodyError, new_root, parse_xml, serialize_xml, xml_text
+from presencex.bodies.xmlparse import (
+    MAX_BODY_BYTES,
+    MAX_ELEMENTS,
+    BodyError,
+    new_root,
+    parse_xml,
+    serialize_xml,
+    xml_text,
+)
 
 __all__ = [
     "DATA_MODEL_NS",
@@ -35,6 +43,7 @@ __all__ = [
     "closed_pidf",
     "neutral_pidf",
     "offline_pidf",
+    "parse_aggregate",
     "pidf_entity",
     "pidf_ids",
     "tuple_statuses",
@@ -159,6 +168,24 @@ def tuple_statuses(body: bytes) -> dict[str, str | None]:
         basic = tup.find(f"{STATUS}/{BASIC}")
         out[tup.get("id", "")] = None if basic is None else (basic.text or "").strip()
     return out
+
+
+def parse_aggregate(body: bytes) -> etree._Element:
+    """Parse an ``aggregate_pidf`` result: a document we built from
+    publications that each passed ``validate_pidf``.
+
+    Together they may hold more bytes and elements than any one untrusted
+    body may (up to max_publications_per_presentity of them), so the size
+    and element limits are scaled to the document: they were applied to each
+    publication already, and an element takes at least four bytes. Depth is
+    unchanged by aggregation and still checked, and so is everything else
+    ``parse_xml`` refuses.
+    """
+    return parse_xml(
+        body,
+        max_bytes=max(MAX_BODY_BYTES, len(body)),
+        max_elements=max(MAX_ELEMENTS, len(body) // 4),
+    )
 
 
 def _parse_stored(body: bytes) -> etree._Element | None:
@@ -337,9 +364,12 @@ RPID_SPHERE = f"{{{RPID_NS}}}sphere"
 def pidf_sphere(body: bytes) -> str | None:
     """The presentity's current sphere (RFC 4480 §3.12), from the first
     ``rpid:sphere`` of a person element: what pres-rules ``sphere`` conditions
-    are matched against (RFC 4745 §7.2, RFC 5025 §3.1.2)."""
-    root = _parse_stored(body)
-    if root is None:
+    are matched against (RFC 4745 §7.2, RFC 5025 §3.1.2).  ``body`` is an
+    aggregate, which may be larger than one publication may be."""
+    try:
+        root = parse_aggregate(body)
+    except BodyError as e:
+        logger.warning("aggregate does not parse, no sphere: %s", e)
         return None
     for person in root.iter(PERSON):
         for sphere in person.iter(RPID_SPHERE):
