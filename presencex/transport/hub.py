@@ -399,7 +399,10 @@ def error_response_bytes(data: bytes, status: int, reason: str) -> bytes | None:
     or None when it lacks what a response needs (or was itself a response)."""
     head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
-    if not lines or lines[0].startswith("SIP/") or " SIP/2.0" not in lines[0]:
+    version = lines[0].rsplit(" ", 1)[-1]
+    # A request line of any SIP version (a 505 for SIP/3.0 is an answer too),
+    # however broken before it; never a status line: responses get no answer.
+    if lines[0].upper().startswith("SIP/") or not version.upper().startswith("SIP/"):
         return None
     copied: dict[str, str] = {}
     vias: list[str] = []

@@ -741,10 +741,7 @@ def test_corpus_is_whole() -> None:
 
 
 # Bugs in files this suite's author does not own, reported to their owner.
-KNOWN_BUGS = {
-    "505-version-sip-3": "hub.error_response_bytes answers only request lines "
-    "containing ' SIP/2.0', so the parser's 505 for SIP/3.0 is never sent (dropped)",
-}
+KNOWN_BUGS: dict[str, str] = {}
 
 
 @pytest.mark.parametrize(
