@@ -210,12 +210,19 @@ def split_list(value: str) -> list[str]:
     """
     if '"' not in value and "<" not in value:
         return [part for part in (p.strip() for p in value.split(",")) if part]
+    parts, _ = split_outside(value, ",", angles=True)
+    return [part for part in (p.strip() for p in parts) if part]
+
+
+def split_outside(text: str, sep: str, *, angles: bool) -> tuple[list[str], bool]:
+    """Split on ``sep`` outside quoted strings (RFC 3261 §25.1), and outside
+    ``<...>`` when ``angles``; also say whether a quoted string was left open."""
     parts: list[str] = []
     start = 0
     quoted = False
     angle = False
     escaped = False
-    for index, char in enumerate(value):
+    for index, char in enumerate(text):
         if escaped:
             escaped = False
         elif quoted:
@@ -225,15 +232,15 @@ def split_list(value: str) -> list[str]:
                 quoted = False
         elif char == '"':
             quoted = True
-        elif char == "<":
+        elif angles and char == "<":
             angle = True
-        elif char == ">":
+        elif angles and char == ">":
             angle = False
-        elif char == "," and not angle:
-            parts.append(value[start:index])
+        elif char == sep and not angle:
+            parts.append(text[start:index])
             start = index + 1
-    parts.append(value[start:])
-    return [part for part in (p.strip() for p in parts) if part]
+    parts.append(text[start:])
+    return parts, quoted
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 
 from presencex.sip.errors import SipError
-from presencex.sip.headers import is_token
+from presencex.sip.headers import is_token, split_outside
 
 Params = tuple[tuple[str, str | None], ...]
 
@@ -41,26 +41,9 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
     """Split on ``sep`` outside double-quoted strings (RFC 3261 §25.1 quoted-string)."""
     if '"' not in text:
         return text.split(sep)
-    parts: list[str] = []
-    start = 0
-    quoted = False
-    escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted:
-            if char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif char == sep:
-            parts.append(text[start:index])
-            start = index + 1
-    if quoted:
+    parts, unterminated = split_outside(text, sep, angles=False)
+    if unterminated:
         raise ValueError("unterminated quoted string")
-    parts.append(text[start:])
     return parts
 
 
