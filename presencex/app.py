@@ -126,6 +126,33 @@ class Server:
         }
 
 
+def state_config_from(config: Config, registry: Registry) -> StateConfig:
+    """What every presentity actor needs to know of the configuration."""
+    return StateConfig(
+        registry=registry,
+        force_active=config.force_active,
+        min_expires=config.min_expires,
+        max_expires=config.max_expires,
+        default_expires=config.default_expires,
+        server_header=config.server_header,
+        xcapauth_userdel_reason=config.xcapauth_userdel_reason,
+        enable_sphere_check=config.enable_sphere_check,
+        pidf_manipulation=config.pidf_manipulation,
+        max_subscriptions=config.max_subscriptions_per_presentity,
+        max_publications=config.max_publications_per_presentity,
+    )
+
+
+def policy_from(config: Config) -> RequestPolicy:
+    """The checks the router makes before a request reaches an actor."""
+    return RequestPolicy(
+        max_body_size=config.max_body_size,
+        trusted_proxies=frozenset(config.trusted_proxies),
+        domains=frozenset(config.domains),
+        max_in_flight=config.max_in_flight,
+    )
+
+
 async def serve(
     config: Config, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -154,25 +181,8 @@ async def serve(
             notify_answered=lambda uri, effect, status: None,
             server_header=config.server_header,
         )
-        state_config = StateConfig(
-            registry=registry,
-            force_active=config.force_active,
-            min_expires=config.min_expires,
-            max_expires=config.max_expires,
-            default_expires=config.default_expires,
-            server_header=config.server_header,
-            xcapauth_userdel_reason=config.xcapauth_userdel_reason,
-            enable_sphere_check=config.enable_sphere_check,
-            pidf_manipulation=config.pidf_manipulation,
-            max_subscriptions=config.max_subscriptions_per_presentity,
-            max_publications=config.max_publications_per_presentity,
-        )
-        policy = RequestPolicy(
-            max_body_size=config.max_body_size,
-            trusted_proxies=frozenset(config.trusted_proxies),
-            domains=frozenset(config.domains),
-            max_in_flight=config.max_in_flight,
-        )
+        state_config = state_config_from(config, registry)
+        policy = policy_from(config)
         router = Router(
             state_config,
             env,

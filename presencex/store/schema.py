@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
+from presencex.sip.headers import split_list
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
@@ -326,33 +328,12 @@ def split_route_set(text: str | None) -> tuple[str, ...]:
     """Split a record_route column at the commas between entries.
 
     Commas inside ``<...>`` or a quoted display name are not separators; both
-    ours (", ") and Kamailio's (",") separators are read.
+    ours (", ") and Kamailio's (",") separators are read, with the same rule a
+    Record-Route header is split by.
     """
     if not text:
         return ()
-    out: list[str] = []
-    start = 0
-    angle = quoted = False
-    escaped = False
-    for i, ch in enumerate(text):
-        if quoted:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            angle = True
-        elif ch == ">":
-            angle = False
-        elif ch == "," and not angle:
-            out.append(text[start:i].strip())
-            start = i + 1
-    out.append(text[start:].strip())
-    return tuple(entry for entry in out if entry)
+    return tuple(split_list(text))
 
 
 def source_from_contact(contact: str, socket_info: str) -> str:
