@@ -220,8 +220,12 @@ class StreamFramer:
     - Content-Length delimits the body on a stream. When it is missing the
       message is framed with no body, unless it has a Content-Type: then a
       body was surely sent and cannot be found, so ``SipError(400, "Missing
-      Content-Length header")``. After any ``SipError`` the stream is out of
-      step and the caller must close the connection.
+      Content-Length header")``. ``feed`` does not raise it: it returns the
+      messages framed before the fault, and ``failure`` holds the error and
+      ``failed_head`` the bytes of the message that could not be framed, so
+      the transport can answer it (a 400 or 513 names what is wrong) before
+      it closes the connection; the stream is out of step and every later
+      ``feed`` returns nothing.
     - CRLFs between messages are skipped; each double-CRLF ping (RFC 5626
       §3.5.1) is counted so the transport can answer a single-CRLF pong
       (``take_pings``).
@@ -229,9 +233,20 @@ class StreamFramer:
       stopped, so feeding one byte at a time stays linear.
     """
 
-    __slots__ = ("_buffer", "_max_size", "_need", "_ping_state", "_pings", "_scan")
+    __slots__ = (
+        "_buffer",
+        "_max_size",
+        "_need",
+        "_ping_state",
+        "_pings",
+        "_scan",
+        "failed_head",
+        "failure",
+    )
 
     def __init__(self, max_size: int = MAX_MESSAGE_SIZE) -> None:
+        self.failure: SipError | None = None
+        self.failed_head = b""
         self._buffer = bytearray()
         self._max_size = max_size
         self._pings = 0
@@ -250,6 +265,8 @@ class StreamFramer:
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add bytes from the stream; return every message they complete."""
+        if self.failure is not None:
+            return []
         buffer = self._buffer
         buffer += data
         out: list[bytes] = []
@@ -257,7 +274,13 @@ class StreamFramer:
         while True:
             if self._need is None:
                 start = self._skip_crlf(start)
-                need = self._find_frame(start)
+                try:
+                    need = self._find_frame(start)
+                except SipError as exc:
+                    self.failure = exc
+                    self.failed_head = bytes(buffer[start : start + self._max_size])
+                    buffer.clear()
+                    return out
                 if need is None:
                     break
                 self._need = need

@@ -175,7 +175,7 @@ class Hub:
             msg = parse_message(data, max_size=self.max_message_size, max_headers=self.max_headers)
         except SipError as exc:
             self.malformed += 1
-            self._answer_malformed(data, peer, exc)
+            self.answer_malformed(data, peer, exc)
             return
         now = trio.current_time()
         if isinstance(msg, Response):
@@ -207,7 +207,8 @@ class Hub:
             self.notifies_failed += 1
         outgoing.on_final(response.status)
 
-    def _answer_malformed(self, data: bytes, peer: Peer, exc: SipError) -> None:
+    def answer_malformed(self, data: bytes, peer: Peer, exc: SipError) -> None:
+        """Answer what could not be parsed or framed, if it says where to."""
         response = error_response_bytes(data, exc.status, exc.reason)
         if response is None:
             log.info("dropped unanswerable message from %s: %s", peer, exc.reason)

@@ -11,7 +11,6 @@ import logging
 
 import trio
 
-from presencex.sip.errors import SipError
 from presencex.sip.parse import StreamFramer
 from presencex.transport.hub import Connection, Hub
 from presencex.transport.peer import Peer
@@ -23,6 +22,8 @@ READ_SIZE = 65536
 # well within an hour and reconnect when they need to).
 IDLE_TIMEOUT = 3600.0
 CONNECT_TIMEOUT = 5.0
+FLUSH_TIMEOUT = 1.0
+FAULT_GRACE = 1.0
 
 
 async def serve_tcp(
@@ -63,33 +64,43 @@ async def _serve_connection(hub: Hub, conn: Connection, stream: trio.SocketStrea
         async with stream, trio.open_nursery() as nursery:
             conn.cancel_scope = nursery.cancel_scope
             nursery.start_soon(_write, conn, stream)
-            await _read(hub, conn, stream)
-            nursery.cancel_scope.cancel()
+            if await _read(hub, conn, stream):
+                # Requests framed before the fault are still being served:
+                # their answers get a moment to use this connection.
+                await trio.sleep(FAULT_GRACE)
+            # What is queued (the answer to the last request, or to a stream
+            # that could not be framed) still goes out, for a bounded time.
+            conn.closed = True
+            conn.send_channel.close()
+            nursery.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
         log.debug("TCP connection %s:%d ended: %s", *conn.remote, exc)
     finally:
         hub.unregister(conn)
 
 
-async def _read(hub: Hub, conn: Connection, stream: trio.SocketStream) -> None:
+async def _read(hub: Hub, conn: Connection, stream: trio.SocketStream) -> bool:
+    """Read until the peer is done (False) or the stream cannot be framed (True)."""
     framer = StreamFramer(hub.max_message_size)
     peer = Peer("tcp", conn.remote[0], conn.remote[1], conn.local, conn.id)
     while True:
         with trio.move_on_after(IDLE_TIMEOUT) as idle:
             data = await stream.receive_some(READ_SIZE)
         if idle.cancelled_caught or not data:
-            return
-        try:
-            messages = framer.feed(data)
-        except SipError as exc:
-            # A stream that cannot be framed cannot be resynchronised.
-            log.info("closing TCP connection from %s: %s", peer, exc.reason)
-            return
+            return False
+        messages = framer.feed(data)
         if framer.take_pings():
             # RFC 5626 §3.5.1: a CRLF CRLF ping is answered with a CRLF pong.
             conn.send_nowait(b"\r\n")
         for message in messages:
             hub.on_bytes(message, peer)
+        if framer.failure is not None:
+            # A stream that cannot be framed cannot be resynchronised: the
+            # message gets its 400/513 if it says where to, then the
+            # connection is closed (RFC 3261 §18.3).
+            hub.answer_malformed(framer.failed_head, peer, framer.failure)
+            log.info("closing TCP connection from %s: %s", peer, framer.failure.reason)
+            return True
 
 
 async def _write(conn: Connection, stream: trio.SocketStream) -> None:

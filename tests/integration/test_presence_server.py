@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -153,6 +154,36 @@ async def test_tcp_subscribe_notifies_on_the_same_connection(tmp_path: Path) -> 
         assert notify.top_via.transport == "TCP"
         await peer.answer(notify)
         await stream.aclose()
+
+
+async def test_tcp_stream_that_cannot_be_framed_is_answered_then_closed(tmp_path: Path) -> None:
+    """RFC 3261 §18.3: a stream out of step is closed, but the message that put
+    it out of step is answered first, and what came before it is served."""
+    with running_server(tmp_path) as server:
+        stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+        async with stream:
+            peer = TcpPeer(stream)
+            good = publish_bytes(server.port, peer.port, "t1").replace(b"/UDP", b"/TCP")
+            bad = publish_bytes(server.port, peer.port, "t2", call_id="bad-length")
+            bad = bad.replace(b"/UDP", b"/TCP")
+            bad = re.sub(rb"Content-Length: \d+", b"Content-Length: 12x", bad)
+            await peer.send(good + bad)
+            # The 400 needs no commit and may come first; both come.
+            answers = {}
+            for _ in range(2):
+                answer = await peer.receive()
+                assert isinstance(answer, Response)
+                answers[answer.call_id] = (answer.status, answer.reason)
+            assert answers.pop("bad-length") == (400, "Bad Content-Length header")
+            assert [status for status, _ in answers.values()] == [200]
+            with trio.fail_after(5):
+                assert await stream.receive_some(65536) == b""
+        # The server goes on serving others.
+        udp = await open_udp_peer(server.port)
+        await udp.send(publish_bytes(server.port, udp.port, "t3"))
+        answer = await udp.receive()
+        assert isinstance(answer, Response)
+        assert answer.status == 200
 
 
 async def test_bad_input_gets_clear_answers_and_server_goes_on(tmp_path: Path) -> None:

@@ -43,11 +43,10 @@ import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from presencex.app import build_registry
+from presencex.app import build_registry, policy_from, state_config_from
 from presencex.config import Config, config_from_mapping
 from presencex.presence.actor import ActorEnv
-from presencex.presence.state import StateConfig
-from presencex.router import RequestPolicy, Router
+from presencex.router import Router
 from presencex.sip.errors import SipError
 from presencex.sip.message import Request, Response
 from presencex.sip.parse import MAX_HEADERS, MAX_MESSAGE_SIZE, StreamFramer, parse_message
@@ -171,27 +170,12 @@ class Harness:
         self.hub.udp_sockets[PEER.local] = self.sock  # type: ignore[assignment]  # a fake socket
         self.hub.listen_hosts[PEER.local] = ("127.0.0.1", 5060)
         env = ActorEnv(self.hub, Store(), Clock(), notify_answered=lambda *a: None)
-        state_config = StateConfig(
-            registry=build_registry(config),
-            force_active=config.force_active,
-            min_expires=config.min_expires,
-            max_expires=config.max_expires,
-            default_expires=config.default_expires,
-            max_subscriptions=config.max_subscriptions_per_presentity,
-            max_publications=config.max_publications_per_presentity,
-        )
-        policy = RequestPolicy(
-            max_body_size=config.max_body_size,
-            trusted_proxies=frozenset(config.trusted_proxies),
-            domains=frozenset(config.domains),
-            max_in_flight=config.max_in_flight,
-        )
         self.router = Router(
-            state_config,
+            state_config_from(config, build_registry(config)),
             env,
             inbox_size=config.inbox_size,
             retry_after=config.retry_after,
-            policy=policy,
+            policy=policy_from(config),
         )
         self.hub.on_request = self.router.on_request
 
@@ -647,12 +631,11 @@ def test_framer_is_split_invariant_and_agrees_with_the_parser(
     def frames(chunks: list[bytes]) -> list[bytes] | SipError:
         framer = StreamFramer()
         out: list[bytes] = []
-        try:
-            for chunk in chunks:
-                out += framer.feed(chunk)
-        except SipError as exc:
-            check_error(exc, PARSER_STATUSES)
-            return exc
+        for chunk in chunks:
+            out += framer.feed(chunk)
+        if framer.failure is not None:
+            check_error(framer.failure, PARSER_STATUSES)
+            return framer.failure
         return out
 
     whole = frames([stream])
@@ -701,9 +684,8 @@ def test_parser_is_fast_on_worst_case_messages(case: str) -> None:
     with real_time_limit(REAL_TIME_LIMIT):
         parse_checked(data)
         framer = StreamFramer()
-        with contextlib.suppress(SipError):
-            for i in range(0, len(data), 997):  # many small reads stay linear
-                framer.feed(data[i : i + 997])
+        for i in range(0, len(data), 997):  # many small reads stay linear
+            framer.feed(data[i : i + 997])
     elapsed = time.perf_counter() - started
     assert elapsed < 1.0, f"{case}: {elapsed:.2f} s"
 
@@ -999,7 +981,7 @@ async def test_corpus_over_udp_and_tcp_to_a_real_server(tmp_path: Path) -> None:
                 async with stream:
                     with contextlib.suppress(trio.BrokenResourceError):
                         await stream.send_all(data)
-                    with contextlib.suppress(trio.BrokenResourceError, SipError):
+                    with contextlib.suppress(trio.BrokenResourceError):
                         while chunk := await stream.receive_some(65536):
                             for frame in framer.feed(chunk):
                                 if frame.startswith(b"SIP/2.0 "):
@@ -1014,16 +996,19 @@ async def test_corpus_over_udp_and_tcp_to_a_real_server(tmp_path: Path) -> None:
                     nursery.start_soon(over_tcp, name, data)
         assert server.proc.poll() is None, "the server died"
         # On a stream the same answers, except for what cannot be framed (a bad
-        # or missing Content-Length, an oversized message: the connection is
+        # or missing Content-Length, an oversized message: the framing error is
+        # answered where the head says where to, then the connection is
         # closed, RFC 3261 §18.3) or is not whole yet (the server waits).
         tcp_wrong = {}
         for name, statuses in tcp_got.items():
             expect = name.split("-")[0]
-            try:
-                framed = StreamFramer().feed(CORPUS[name])
-            except SipError:
-                framed = []
-            if expect == "drop" or not framed:
+            framer = StreamFramer()
+            framed = framer.feed(CORPUS[name])
+            failure = framer.failure
+            if failure is not None:
+                answer = error_response_bytes(framer.failed_head, failure.status, failure.reason)
+                wanted = statuses[: len(framed)] + ([failure.status] if answer else [])
+            elif expect == "drop" or not framed:
                 wanted = []
             elif expect.isdigit():
                 wanted = [int(expect)]
