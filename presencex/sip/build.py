@@ -13,7 +13,8 @@ Facts:
 
 from __future__ import annotations
 
-import secrets
+import base64
+import os
 from collections.abc import Iterable
 
 from presencex.sip.headers import Headers
@@ -94,16 +95,42 @@ def reason_phrase(status: int) -> str:
     return REASON_PHRASES.get(status) or REASON_PHRASES.get(status // 100 * 100, "Unknown")
 
 
+class _RandomPool:
+    """Cryptographically random bytes (RFC 3261 §19.3 wants tags and
+    branches globally unique and random), read from the OS a page at a time:
+    one getrandom call per NOTIFY branch cost a syscall on the hot path, and
+    while it ran the store's thread could take the GIL. Used from the trio
+    thread only; the server never forks after start."""
+
+    __slots__ = ("_at", "_bytes")
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._at = 0
+
+    def token(self, size: int) -> str:
+        at = self._at
+        if at + size > len(self._bytes):
+            self._bytes = os.urandom(_POOL_BYTES)
+            at = 0
+        self._at = at + size
+        return base64.urlsafe_b64encode(self._bytes[at : at + size]).rstrip(b"=").decode("ascii")
+
+
+_POOL_BYTES = 4096
+_random = _RandomPool()
+
+
 def new_tag() -> str:
-    return secrets.token_urlsafe(_TAG_BYTES)
+    return _random.token(_TAG_BYTES)
 
 
 def new_branch() -> str:
-    return BRANCH_COOKIE + secrets.token_urlsafe(_BRANCH_BYTES)
+    return BRANCH_COOKIE + _random.token(_BRANCH_BYTES)
 
 
 def new_call_id() -> str:
-    return secrets.token_urlsafe(_CALL_ID_BYTES)
+    return _random.token(_CALL_ID_BYTES)
 
 
 def serialize(msg: Request | Response) -> bytes:
