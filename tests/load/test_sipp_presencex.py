@@ -57,3 +57,28 @@ def test_loadtest_quick_every_scenario(presencex: servers.RunningServer, tmp_pat
     # The table names every scenario.
     for name in results:
         assert name in done.stdout
+
+
+def test_subscribe_and_publish_cycles_at_50_per_second_for_10_seconds(
+    presencex: servers.RunningServer, tmp_path: Path
+) -> None:
+    """The foundation issue's own check: the two core cycles at 50 calls/s
+    for 10 s each, zero failed calls."""
+    out = tmp_path / "figures.json"
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "presencex", "loadtest", "--scenario", "subscribe,publish"),
+            *("--rate", "50", "--seconds", "10", "--target", presencex.target),
+            *("--json", str(out)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nserver log: {presencex.log}"
+    results = {r["scenario"]: r for r in json.loads(out.read_text())}
+    assert sorted(results) == ["publish", "subscribe"]
+    for name, result in results.items():
+        assert result["failed"] == 0, f"{name}: see {result['workdir']}"
+        assert result["successful"] == 500, name
