@@ -71,6 +71,10 @@ class WatcherEntry:
     display_name: str | None = None
     duration_subscribed: int | None = None
     expiration: int | None = None
+    # The watched event when it is not the document's own package: a
+    # presentity's winfo also lists who watches its other events, each
+    # event in a watcher-list of its own (RFC 3858 §4.2).
+    package: str | None = None
 
 
 class WatcherList(NamedTuple):
@@ -109,7 +113,9 @@ def build_watcherinfo(
     package: str,
     watchers: Sequence[WatcherEntry],
 ) -> bytes:
-    """A watcherinfo document with one watcher-list for ``resource``/``package``.
+    """A watcherinfo document: a watcher-list for ``resource``/``package``,
+    always there even when empty, then one for each other package that
+    entries name, in the order they first appear.
 
     Raises ValueError on values the RFC 3858 schema forbids: those are bugs
     of the caller, not of a peer.
@@ -123,10 +129,14 @@ def build_watcherinfo(
     root = new_root(WATCHERINFO, {None: WATCHERINFO_NS})
     root.set("version", str(version))
     root.set("state", state)
-    wlist = etree.SubElement(root, WATCHER_LIST)
-    wlist.set("resource", xml_text(resource))
-    wlist.set("package", xml_text(package))
+    lists: dict[str, etree._Element] = {}
+    for name in (package, *(w.package for w in watchers if w.package is not None)):
+        if name not in lists:
+            lists[name] = etree.SubElement(root, WATCHER_LIST)
+            lists[name].set("resource", xml_text(resource))
+            lists[name].set("package", xml_text(name))
     for watcher in watchers:
+        wlist = lists[watcher.package if watcher.package is not None else package]
         element = etree.SubElement(wlist, WATCHER)
         element.set("id", xml_text(watcher.id))
         element.set("status", watcher.status)

@@ -3,8 +3,11 @@
 Facts:
 - A winfo subscription is about the watchers of another event of the same
   presentity (``presence.winfo`` → ``presence``): its body is made from the
-  actor's subscriptions, not from publications, so ``watcher_info`` is True
-  and the state hands ``render_list`` the entries.
+  actor's subscriptions, not from publications, and the state hands
+  ``render`` the entries. The presentity's other events (``dialog``,
+  ``dialog;sla``…) are listed too, each in a watcher-list of its own with
+  its ``package`` (RFC 3858 §4.2 allows several lists in one document), so
+  the owner sees who watches its busy lamp as well as its presence.
 - Only the presentity itself may watch its watchers (RFC 3857 §5.1 leaves
   the policy to the server; anyone else gets 403 unless a rule allows it).
 - ``version`` starts at 0 and increases by one per NOTIFY of the subscription

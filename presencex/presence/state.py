@@ -545,11 +545,13 @@ class PresentityState:
     ) -> bytes | None:
         full = watch.winfo_full
         if full:
-            entries = tuple(
-                self._winfo_entry(w, now)
-                for w in self.watches.values()
-                if w.record.event == watched
+            # The watched event's watchers first, then those of the
+            # presentity's other events (never other winfo subscriptions).
+            watches = sorted(
+                (w for w in self.watches.values() if not self._is_winfo(w)),
+                key=lambda w: w.record.event != watched,
             )
+            entries = tuple(self._winfo_entry(w, now, watched) for w in watches)
         else:
             entries = tuple(watch.winfo_pending.values()) if watch.winfo_pending else ()
         watch.winfo_pending = None
@@ -558,7 +560,7 @@ class PresentityState:
         view = WatcherView(record.watcher_uri, self.uri, record.version, None, entries, full)
         return package.render(None, view)
 
-    def _winfo_entry(self, watch: Watch, now: float) -> WatcherEntry:
+    def _winfo_entry(self, watch: Watch, now: float, watched: str) -> WatcherEntry:
         record = watch.record
         return WatcherEntry(
             id=_watcher_id(record.key),
@@ -568,19 +570,24 @@ class PresentityState:
             expiration=max(0, int(record.expires_at - now))
             if record.status != "terminated"
             else None,
+            package=None if record.event == watched else record.event,
         )
 
+    def _is_winfo(self, watch: Watch) -> bool:
+        return self._package(watch.record.event).watched_event is not None
+
     def _watcher_list_changed(self, watch: Watch, now: float) -> list[Effect]:
-        """Tell the winfo subscribers of this watcher's event what became of it."""
-        event = watch.record.event
+        """Tell the presentity's winfo subscribers what became of this watcher."""
+        if self._is_winfo(watch):
+            return []
         effects: list[Effect] = []
-        entry: WatcherEntry | None = None
         for other in self.watches.values():
             if other.record.status != "active" or other is watch:
                 continue
-            if self._package(other.record.event).watched_event != event:
+            watched = self._package(other.record.event).watched_event
+            if watched is None:
                 continue
-            entry = entry or self._winfo_entry(watch, now)
+            entry = self._winfo_entry(watch, now, watched)
             if other.winfo_pending is None:
                 other.winfo_pending = {}
             other.winfo_pending[entry.id] = entry

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -111,6 +113,24 @@ def test_round_trip() -> None:
     doc = parse_watcherinfo(body)
     assert doc.version == 7
     assert doc.watcher_lists == [WatcherList("sip:p@example.com", "presence", [ALICE, BOB])]
+
+
+def test_entries_of_other_packages_get_lists_of_their_own() -> None:
+    blf = dataclasses.replace(BOB, id="w9", package="dialog")
+    body = build_watcherinfo(
+        version=1,
+        state="full",
+        resource="sip:p@example.com",
+        package="presence",
+        watchers=[blf, ALICE],
+    )
+    doc = parse_watcherinfo(body)
+    # The document's own package first, whatever the order of the entries;
+    # parsed entries carry their package in the list, not in themselves.
+    assert doc.watcher_lists == [
+        WatcherList("sip:p@example.com", "presence", [ALICE]),
+        WatcherList("sip:p@example.com", "dialog", [dataclasses.replace(blf, package=None)]),
+    ]
 
 
 def test_empty_watcher_list_is_valid() -> None:

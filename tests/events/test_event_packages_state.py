@@ -95,6 +95,36 @@ def test_winfo_full_then_partial_with_versions_0_1_2() -> None:
     assert (uri, st, ev) == (CAROL, "terminated", "timeout")
 
 
+def test_winfo_lists_watchers_of_the_other_events_in_lists_of_their_own() -> None:
+    """Who watches the busy lamp is a watcher too: each event in its own
+    watcher-list (RFC 3858 §4.2), presence first; winfo subscriptions are not listed."""
+    state = make_state()
+    answer(state, subscribe(state, BOB, "presence", expires=600))
+    answer(state, subscribe(state, CAROL, "dialog", expires=600, call_id="carol-blf"))
+    first = subscribe(state, ALICE, "presence.winfo", expires=600)
+    (n0,) = notifies(first)
+    doc = parse_watcherinfo(n0.body)
+    assert (doc.version, doc.state) == (0, "full")
+    assert [(wl.package, wl.resource) for wl in doc.watcher_lists] == [
+        ("presence", ALICE),
+        ("dialog", ALICE),
+    ]
+    assert [w.uri for w in doc.watcher_lists[0].watchers] == [BOB]
+    assert [(w.uri, w.status) for w in doc.watcher_lists[1].watchers] == [(CAROL, "active")]
+    answer(state, first)
+
+    sla = subscribe(state, BOB, "dialog;sla", expires=600, call_id="bob-sla")
+    (n1,) = [n for n in notifies(sla) if n.headers.get("Event") == "presence.winfo"]
+    doc1 = parse_watcherinfo(n1.body)
+    assert (doc1.version, doc1.state) == (1, "partial")
+    # A partial document holds only the list that changed, beside the
+    # (empty) list of the watched event itself.
+    assert [(wl.package, [w.uri for w in wl.watchers]) for wl in doc1.watcher_lists] == [
+        ("presence", []),
+        ("dialog;sla", [BOB]),
+    ]
+
+
 def test_winfo_of_someone_else_is_403() -> None:
     state = make_state()
     effects = subscribe(state, BOB, "presence.winfo", expires=600)
