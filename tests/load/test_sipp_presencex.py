@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,11 +30,15 @@ def presencex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.Runn
         yield server
 
 
-def test_loadtest_quick_every_scenario(presencex: servers.RunningServer, tmp_path: Path) -> None:
+def loadtest(
+    presencex: servers.RunningServer, tmp_path: Path, *args: str
+) -> tuple[str, dict[str, dict[str, Any]]]:
+    """``presencex loadtest ARGS`` against the server, as a user runs it: its
+    table, and its --json figures by scenario."""
     out = tmp_path / "figures.json"
     done = subprocess.run(
         [
-            *(sys.executable, "-m", "presencex", "loadtest", "--quick"),
+            *(sys.executable, "-m", "presencex", "loadtest", *args),
             *("--target", presencex.target, "--json", str(out)),
         ],
         capture_output=True,
@@ -42,7 +47,11 @@ def test_loadtest_quick_every_scenario(presencex: servers.RunningServer, tmp_pat
         check=False,
     )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nserver log: {presencex.log}"
-    results = {r["scenario"]: r for r in json.loads(out.read_text())}
+    return done.stdout, {r["scenario"]: r for r in json.loads(out.read_text())}
+
+
+def test_loadtest_quick_every_scenario(presencex: servers.RunningServer, tmp_path: Path) -> None:
+    table, results = loadtest(presencex, tmp_path, "--quick")
     # fanout reports its publishing half.
     assert sorted(results) == sorted(s if s != "fanout" else "fanout_publish" for s in SCENARIOS)
     calls = int(cli.QUICK_RATE * cli.QUICK_SECONDS)
@@ -56,7 +65,7 @@ def test_loadtest_quick_every_scenario(presencex: servers.RunningServer, tmp_pat
     assert fanout["notifies"] == fanout["expected_notifies"] == 2 * cli.QUICK_WATCHERS * calls
     # The table names every scenario.
     for name in results:
-        assert name in done.stdout
+        assert name in table
 
 
 def test_subscribe_and_publish_cycles_at_50_per_second_for_10_seconds(
@@ -64,20 +73,9 @@ def test_subscribe_and_publish_cycles_at_50_per_second_for_10_seconds(
 ) -> None:
     """The foundation issue's own check: the two core cycles at 50 calls/s
     for 10 s each, zero failed calls."""
-    out = tmp_path / "figures.json"
-    done = subprocess.run(
-        [
-            *(sys.executable, "-m", "presencex", "loadtest", "--scenario", "subscribe,publish"),
-            *("--rate", "50", "--seconds", "10", "--target", presencex.target),
-            *("--json", str(out)),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    _, results = loadtest(
+        presencex, tmp_path, "--scenario", "subscribe,publish", "--rate", "50", "--seconds", "10"
     )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\nserver log: {presencex.log}"
-    results = {r["scenario"]: r for r in json.loads(out.read_text())}
     assert sorted(results) == ["publish", "subscribe"]
     for name, result in results.items():
         assert result["failed"] == 0, f"{name}: see {result['workdir']}"
