@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 TICK = 0.02
 # Messages queued for one TCP connection before it is judged stuck.
 TCP_QUEUE = 1024
+# The largest UDP payload over IPv4 (65,535 - 8 UDP - 20 IP header bytes).
+MAX_UDP_PAYLOAD = 65507
 
 
 @dataclass(slots=True)
@@ -258,18 +260,13 @@ class Hub:
                 conn = self.by_remote.get((source.host, source.port))
                 if conn is not None and not conn.closed:
                     peer = Peer("tcp", source.host, source.port, conn.local, conn.id)
-        local = self._local_for(peer)
         branch = new_branch()
-        via_host, via_port = self.listen_hosts.get(local, ("127.0.0.1", 5060))
-        via = f"SIP/2.0/{transport.upper()} {_hostport(via_host, via_port)};branch={branch};rport"
-        request = effect.request
-        request = Request(
-            request.method,
-            request.uri,
-            Headers((("Via", via), *request.headers.items)),
-            request.body,
-        )
-        data = serialize(request)
+        data = self._with_via(effect.request, peer, branch)
+        if transport == "udp" and len(data) > MAX_UDP_PAYLOAD:
+            # RFC 3261 §18.1.1: what a datagram cannot carry goes over a
+            # congestion-controlled transport, to the same address.
+            peer = Peer("tcp", host, port, effect.local)
+            data = self._with_via(effect.request, peer, branch)
         now = trio.current_time()
         self.client_transactions.start(branch, data, peer.reliable, now)
         self._outgoing[branch] = _Outgoing(data, peer, on_final)
@@ -279,6 +276,22 @@ class Hub:
             del self._outgoing[branch]
             self.notifies_failed += 1
             on_final(503)
+
+    def _with_via(self, request: Request, peer: Peer, branch: str) -> bytes:
+        """The request's bytes with our Via on top, naming the transport it goes by."""
+        via_host, via_port = self.listen_hosts.get(self._local_for(peer), ("127.0.0.1", 5060))
+        via = (
+            f"SIP/2.0/{peer.transport.upper()} {_hostport(via_host, via_port)};"
+            f"branch={branch};rport"
+        )
+        return serialize(
+            Request(
+                request.method,
+                request.uri,
+                Headers((("Via", via), *request.headers.items)),
+                request.body,
+            )
+        )
 
     def _local_for(self, peer: Peer) -> str:
         if peer.local.startswith(peer.transport + ":"):

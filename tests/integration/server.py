@@ -17,7 +17,7 @@ import trio
 
 from presencex.loadtest.runner import free_port
 from presencex.sip.message import Request, Response
-from presencex.sip.parse import StreamFramer, parse_message
+from presencex.sip.parse import MAX_MESSAGE_SIZE, StreamFramer, parse_message
 
 START_TIMEOUT = 15.0
 
@@ -150,9 +150,10 @@ def close_peers() -> None:
 
 
 class TcpPeer:
-    def __init__(self, stream: trio.SocketStream) -> None:
+    def __init__(self, stream: trio.SocketStream, max_size: int = MAX_MESSAGE_SIZE) -> None:
         self.stream = stream
-        self.framer = StreamFramer()
+        self.framer = StreamFramer(max_size)
+        self.max_size = max_size
         self.pending: list[bytes] = []
         self.port = stream.socket.getsockname()[1]
 
@@ -166,7 +167,7 @@ class TcpPeer:
                 if not data:
                     raise EOFError("server closed the connection")
                 self.pending.extend(self.framer.feed(data))
-        return parse_message(self.pending.pop(0))
+        return parse_message(self.pending.pop(0), max_size=self.max_size)
 
     async def answer(self, request: Request, status: int = 200) -> None:
         from presencex.sip.build import make_response, serialize

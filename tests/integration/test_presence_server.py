@@ -19,14 +19,19 @@ PIDF_TYPE = "application/pidf+xml"
 
 
 def publish_bytes(
-    port: int, peer_port: int, tuple_id: str, basic: str = "open", **kw: object
+    port: int,
+    peer_port: int,
+    tuple_id: str,
+    basic: str = "open",
+    body: bytes | None = None,
+    **kw: object,
 ) -> bytes:
     return request_bytes(
         "PUBLISH",
         ALICE,
         from_uri=ALICE,
         to_uri=ALICE,
-        body=pidf(ALICE, tuple_id, basic),
+        body=body or pidf(ALICE, tuple_id, basic),
         content_type=PIDF_TYPE,
         expires=600,
         via=f"SIP/2.0/UDP 127.0.0.1:{peer_port}",
@@ -95,6 +100,36 @@ async def test_two_devices_publish_watcher_sees_both_then_modify_and_removal(
         assert ok4.status == 200
         _, (gone,) = await watcher.collect(notifies=1)
         assert tuple_statuses(gone.body)["laptop"] == "closed"
+
+
+async def test_notify_too_large_for_a_datagram_goes_over_tcp(tmp_path: Path) -> None:
+    """RFC 3261 §18.1.1: two devices publishing 40 KB each make an aggregate
+    no UDP datagram can carry; the NOTIFY goes over TCP to the same address."""
+    note = "<note>" + "n" * 40_000 + "</note></tuple>"
+    with running_server(tmp_path) as server:
+        devices = [await open_udp_peer(server.port) for _ in range(2)]
+        for device, tuple_id in zip(devices, ("phone", "laptop"), strict=True):
+            body = pidf(ALICE, tuple_id).replace(b"</tuple>", note.encode())
+            await device.send(publish_bytes(server.port, device.port, tuple_id, body=body))
+            (ok,), _ = await device.collect(responses=1)
+            assert ok.status == 200
+        watcher = await open_udp_peer(server.port)
+        (listener,) = await trio.open_tcp_listeners(watcher.port, host="127.0.0.1")
+        async with listener:
+            await watcher.send(await _subscribe(server.port, watcher.port, "w-big"))
+            (sub_ok,), _ = await watcher.collect(responses=1)
+            assert sub_ok.status == 200
+            with trio.fail_after(5):
+                stream = await listener.accept()
+            async with stream:
+                peer = TcpPeer(stream, max_size=1 << 20)
+                notify = await peer.receive()
+                assert isinstance(notify, Request)
+                assert notify.method == "NOTIFY"
+                assert len(notify.body) > 65_507
+                assert notify.top_via.transport == "TCP"
+                assert tuple_statuses(notify.body) == {"phone": "open", "laptop": "open"}
+                await peer.answer(notify)
 
 
 async def test_kill_9_and_restart_keep_subscription_and_publications(tmp_path: Path) -> None:
