@@ -92,6 +92,26 @@ async def test_winfo_full_then_partials_as_watchers_come_and_go(tmp_path: Path) 
         ]
 
 
+async def test_winfo_shows_who_watches_the_busy_lamp_too(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        alice = await open_udp_peer(server.port)
+        bob = await open_udp_peer(server.port)
+        await bob.send(subscribe_bytes(server.port, bob, BOB, "presence", expires=600))
+        await bob.collect(responses=1, notifies=1)
+        await bob.send(
+            subscribe_bytes(server.port, bob, BOB, "dialog", expires=600, call_id="bob-blf")
+        )
+        await bob.collect(responses=1, notifies=1)
+        await alice.send(subscribe_bytes(server.port, alice, ALICE, "presence.winfo", expires=600))
+        (ok,), (n0,) = await alice.collect(responses=1, notifies=1)
+        assert ok.status == 200
+        doc = parse_watcherinfo(n0.body)
+        assert [(wl.package, [w.uri for w in wl.watchers]) for wl in doc.watcher_lists] == [
+            ("presence", [BOB]),
+            ("dialog", [BOB]),
+        ]
+
+
 async def test_two_phones_publish_sla_third_sees_both(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
         phone1 = await open_udp_peer(server.port)
