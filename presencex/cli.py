@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -13,6 +14,8 @@ from presencex import __version__
 from presencex.config import Config, ConfigError, load_config
 
 log = logging.getLogger("presencex")
+
+GC_THRESHOLDS = (10_000, 50, 50)
 
 
 def _describe(config: Config) -> str:
@@ -29,8 +32,16 @@ def _describe(config: Config) -> str:
 async def _serve(config: Config) -> None:
     from presencex.app import serve
 
+    # The cyclic collector at its default gen0 threshold (700 allocations)
+    # ran ~65 times a second under load, and each full collection paused the
+    # loop ~30 ms (p99 36 ms at 1,800 subscribe cycles/s, 8 ms with this
+    # tuning, measured with SIPp). State is acyclic records freed by refcount;
+    # what the start-up loaded is frozen out of the collector's scans.
+    gc.set_threshold(*GC_THRESHOLDS)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(serve, config)
+        gc.collect()
+        gc.freeze()
         for local in server.listening:
             log.info("listening on %s", local)
         log.info("database %s (synchronous=%s)", config.db_path, config.db_synchronous)
