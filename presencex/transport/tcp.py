@@ -24,6 +24,9 @@ IDLE_TIMEOUT = 3600.0
 CONNECT_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 1.0
 FAULT_GRACE = 1.0
+# A send that cannot progress this long (peer not reading, window full)
+# ends the connection; NOTIFY transactions over it then fail and retry.
+SEND_TIMEOUT = 10.0
 
 
 async def serve_tcp(
@@ -40,7 +43,12 @@ async def serve_tcp(
     task_status.started(local)
 
     async def accepted(stream: trio.SocketStream) -> None:
-        address = stream.socket.getpeername()
+        try:
+            address = stream.socket.getpeername()
+        except OSError:
+            # Reset between accept and here: nothing to serve.
+            await stream.aclose()
+            return
         conn = Connection(hub.new_connection_id(), (address[0], address[1]), local)
         hub.register(conn)
         await _serve_connection(hub, conn, stream)
@@ -73,8 +81,11 @@ async def _serve_connection(hub: Hub, conn: Connection, stream: trio.SocketStrea
             conn.closed = True
             conn.send_channel.close()
             nursery.cancel_scope.deadline = trio.current_time() + FLUSH_TIMEOUT
-    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-        log.debug("TCP connection %s:%d ended: %s", *conn.remote, exc)
+    except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+        # except*: trio reports what the reader or writer raised inside the
+        # nursery as an ExceptionGroup, and a plain except would let a peer's
+        # reset escape to the listener and stop the whole server.
+        log.debug("TCP connection %s:%d ended: %s", *conn.remote, group.exceptions[0])
     finally:
         hub.unregister(conn)
 
@@ -105,4 +116,11 @@ async def _read(hub: Hub, conn: Connection, stream: trio.SocketStream) -> bool:
 
 async def _write(conn: Connection, stream: trio.SocketStream) -> None:
     async for data in conn.receive_channel:
-        await stream.send_all(data)
+        with trio.move_on_after(SEND_TIMEOUT) as stalled:
+            await stream.send_all(data)
+        if stalled.cancelled_caught:
+            # A peer that stops reading but keeps its side alive (pings keep
+            # the reader busy) would hold NOTIFYs here until the queue fills.
+            log.info("TCP connection to %s:%d not reading: closed", *conn.remote)
+            conn.close()
+            return

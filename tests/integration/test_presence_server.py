@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 import sqlite3
+import struct
 from pathlib import Path
 
 import trio
@@ -216,6 +218,37 @@ async def test_tcp_stream_that_cannot_be_framed_is_answered_then_closed(tmp_path
         # The server goes on serving others.
         udp = await open_udp_peer(server.port)
         await udp.send(publish_bytes(server.port, udp.port, "t3"))
+        answer = await udp.receive()
+        assert isinstance(answer, Response)
+        assert answer.status == 200
+
+
+async def test_tcp_peers_that_reset_do_not_stop_the_server(tmp_path: Path) -> None:
+    """A reset right after connecting, and one after a request whose answers
+    are being written: each ends only its own connection."""
+    with running_server(tmp_path) as server:
+        for pause in (0.0, 0.3):
+            raw = socket.create_connection(("127.0.0.1", server.port))
+            raw.sendall(
+                request_bytes(
+                    "SUBSCRIBE",
+                    ALICE,
+                    from_uri=BOB,
+                    to_uri=ALICE,
+                    expires=600,
+                    contact="sip:bob@127.0.0.1:9;transport=tcp",
+                    via="SIP/2.0/TCP 127.0.0.1:9",
+                )
+            )
+            await trio.sleep(pause)
+            # SO_LINGER 0: close with a TCP reset rather than a FIN.
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()
+        await trio.sleep(0.5)
+        assert server.proc is not None
+        assert server.proc.poll() is None, "the server died"
+        udp = await open_udp_peer(server.port)
+        await udp.send(publish_bytes(server.port, udp.port, "after-reset"))
         answer = await udp.receive()
         assert isinstance(answer, Response)
         assert answer.status == 200
