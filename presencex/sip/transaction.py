@@ -24,6 +24,7 @@ import itertools
 from dataclasses import dataclass
 
 from presencex.sip.build import BRANCH_COOKIE
+from presencex.sip.errors import SipError
 from presencex.sip.message import Request, Response
 
 # RFC 3261 §17.1.1.1 defaults: T1 is the RTT estimate, T2 the cap for
@@ -217,10 +218,10 @@ class ClientTransactions:
 
     def receive(self, resp: Response, now: float) -> str | None:
         """Match a response (§17.1.3); return the branch when it ends the transaction."""
-        vias = resp.headers.get_all("Via")
-        if not vias:
+        try:
+            branch = resp.top_via.branch  # parsed and kept by the parser
+        except SipError:
             return None
-        branch = _branch_of(vias[0])
         txn = self._table.get(branch) if branch else None
         if txn is None or branch is None or resp.cseq[1] != txn.method:
             return None
@@ -270,18 +271,3 @@ class ClientTransactions:
 
     def _push(self, deadline: float, branch: str) -> None:
         heapq.heappush(self._heap, (deadline, next(self._seq), branch))
-
-
-def _branch_of(via: str) -> str | None:
-    """The branch parameter of a raw Via value, without parsing the rest."""
-    lower = via.lower()
-    index = lower.find(";branch=")
-    if index < 0:
-        return None
-    start = index + len(";branch=")
-    end = len(via)
-    for sep in (";", ",", " ", "\t"):
-        found = via.find(sep, start)
-        if 0 <= found < end:
-            end = found
-    return via[start:end] or None

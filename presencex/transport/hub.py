@@ -19,7 +19,6 @@ Facts and invariants:
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import re
 import socket
@@ -32,7 +31,7 @@ import trio
 from presencex.presence.messages import SendNotify
 from presencex.sip.build import make_response, new_branch, serialize
 from presencex.sip.errors import SipError
-from presencex.sip.headers import Headers
+from presencex.sip.headers import Headers, split_outside
 from presencex.sip.message import Request, Response
 from presencex.sip.parse import parse_message
 from presencex.sip.transaction import (
@@ -385,24 +384,18 @@ def _stamp_via(request: Request, peer: Peer) -> Request:
     items = list(request.headers.items)
     for index, (name, value) in enumerate(items):
         if name == "Via":
-            first, comma, rest = _split_first_via(value)
+            first, *others = split_outside(value, ",", angles=False)[0]
+            comma, rest = ("," if others else ""), ",".join(others)
             first = re.sub(r";\s*(received|rport)(=[^;,]*)?", "", first, flags=re.IGNORECASE)
             first += f";received={peer.host}"
             if via.has_rport:
                 first += f";rport={peer.port}"
             items[index] = (name, first + comma + rest)
             break
-    return Request(request.method, request.uri, Headers(tuple(items)), request.body)
-
-
-def _split_first_via(value: str) -> tuple[str, str, str]:
-    quoted = False
-    for i, ch in enumerate(value):
-        if ch == '"':
-            quoted = not quoted
-        elif ch == "," and not quoted:
-            return value[:i], ",", value[i + 1 :]
-    return value, "", ""
+    # Only the top Via's text changed: keep what the parser already read of
+    # the other headers (From, To, CSeq…) instead of parsing them again.
+    memo = {key: value for key, value in request._parsed.items() if key != "Via"}
+    return Request(request.method, request.uri, Headers.trusted(tuple(items)), request.body, memo)
 
 
 _COPY = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
@@ -446,11 +439,3 @@ def error_response_bytes(data: bytes, status: int, reason: str) -> bytes | None:
         "",
     ]
     return "\r\n".join(out).encode("utf-8", "replace")
-
-
-def is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
