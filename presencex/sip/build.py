@@ -19,7 +19,6 @@ from collections.abc import Iterable
 
 from presencex.sip.headers import Headers
 from presencex.sip.message import Request, Response
-from presencex.sip.uri import parse_name_addr
 
 # RFC 3261 §8.1.1.7: a branch starting with this cookie promises RFC 3261
 # transaction matching (§17.2.3).
@@ -170,12 +169,13 @@ def make_response(
         if name in _COPIED:
             items.append((name, value))
         elif name == "To":
-            if to_tag is not None and parse_name_addr(value, "To").tag is None:
+            # req.to: the parser already read it; parsing it again cost a
+            # name-addr parse per response.
+            if to_tag is not None and req.to.tag is None:
                 value = f"{value};tag={to_tag}"
             items.append((name, value))
-    out = Headers(tuple(items))
-    if headers:
-        out = Headers((*out.items, *Headers.from_pairs(headers).items))
+    # Copied names are already canonical; only the extra pairs need spelling.
+    out = Headers.trusted((*items, *Headers.from_pairs(headers).items) if headers else tuple(items))
     return Response(status, reason if reason is not None else reason_phrase(status), out, body)
 
 
