@@ -6,6 +6,10 @@ Facts:
 - The router never awaits an actor: ``send_nowait`` on a bounded inbox, and
   ``trio.WouldBlock`` means ``503`` with ``Retry-After`` (DESIGN: a full inbox
   is an answer, not a stalled socket).
+- NOTIFY answers are the exception: they bypass the inbox bound, because a
+  dropped answer would leave its subscription marked in flight for good.
+  An answer for a presentity without an actor is dropped: it has no
+  subscription left to wait for it.
 - In-dialog requests reach the actor through the Request-URI, which is our
   Contact and carries the presentity (see ``state.local_contact``); a client
   that sends them elsewhere is routed by its To URI.
@@ -19,7 +23,7 @@ from urllib.parse import unquote
 
 import trio
 
-from presencex.events.registry import Registry, event_name
+from presencex.events.registry import Registry
 from presencex.presence.actor import ActorEnv, run_actor
 from presencex.presence.inbox import Inbox
 from presencex.presence.messages import (
@@ -106,6 +110,9 @@ class Router:
         if inbox is None:
             inbox = self.start_actor(PresentityState(uri, self.config))
         inbox.send_nowait(msg)
+        self._note_queued(inbox)
+
+    def _note_queued(self, inbox: Inbox[Message]) -> None:
         queued = len(inbox)
         if queued > self.inbox_high_water:
             self.inbox_high_water = queued
@@ -145,13 +152,20 @@ class Router:
         return True
 
     def _notify_answered(self, uri: str, effect: SendNotify, status: int) -> None:
-        msg = NotifyAnswered(effect.key, effect.cseq, status)
-        try:
-            self.deliver_nowait(uri, msg)
-        except trio.WouldBlock:
-            # The answer is lost, not the subscription: the next change finds
-            # the NOTIFY still marked in flight only until its Timer F answer.
-            log.warning("inbox of %s full: NOTIFY answer %d dropped", uri, status)
+        inbox = self.inboxes.get(uri)
+        if inbox is None:
+            # The actor ended because its presentity holds nothing, so no
+            # subscription waits for this answer; starting a fresh, empty
+            # actor (as deliver_nowait would) only to ignore it is waste.
+            log.debug("NOTIFY answer %d for %s: no actor, dropped", status, uri)
+            return
+        # Forced past the bound: a dropped answer would leave the subscription
+        # marked in flight forever (later changes only mark it dirty), so the
+        # watcher would get nothing more.  Bounded all the same: a subscription
+        # has at most one NOTIFY in flight (plus its final one), each answered
+        # once.
+        inbox.send_nowait(NotifyAnswered(effect.key, effect.cseq, status), force=True)
+        self._note_queued(inbox)
 
     def _count_error(self) -> None:
         self.errors_500 += 1
@@ -203,7 +217,7 @@ class Router:
         event = request.event
         if event is None:
             raise SipError(489, "Bad Event: missing Event header", self._allow_events())
-        package = self.registry.get(event_name(event))
+        package = self.registry.lookup(event)
         if package is None:
             raise SipError(489, "Bad Event", self._allow_events())
         # The package's own name: one string object shared by every record.

@@ -21,6 +21,7 @@ from presencex.presence.messages import (
     Expire,
     FetchDocument,
     Message,
+    NotifyAnswered,
     Persist,
     PersistLater,
     PublicationsLoaded,
@@ -132,14 +133,17 @@ async def run_actor(
 
 
 async def _handle(state: PresentityState, msg: Message, env: ActorEnv) -> None:
-    request = isinstance(msg, Publish | Subscribe)
+    # The message itself when it is a request (one the router counts in
+    # flight), so both paths below share one check and mypy narrows it.
+    incoming: Publish | Subscribe | None = msg if isinstance(msg, Publish | Subscribe) else None
     try:
         effects = state.handle(msg, env.clock.now())
     except Exception:
         env.on_error()
-        if isinstance(msg, Publish | Subscribe):
-            log.exception("error handling %s Call-ID %s", msg.request.method, msg.request.call_id)
-            _reply_500(msg.request, msg.peer, env)
+        if incoming is not None:
+            request = incoming.request
+            log.exception("error handling %s Call-ID %s", request.method, request.call_id)
+            _reply_500(request, incoming.peer, env)
             env.request_done()
         else:
             log.exception("error handling %s for %s", type(msg).__name__, state.uri)
@@ -151,12 +155,14 @@ async def _handle(state: PresentityState, msg: Message, env: ActorEnv) -> None:
         env.on_error()
         log.exception("error performing effects for %s", state.uri)
     finally:
-        if request:
+        if incoming is not None:
             env.request_done()
 
 
 async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv) -> None:
     failed = False
+    # NOTIFYs not sent because a commit before them failed.
+    unsent: list[SendNotify] = []
     for effect in effects:
         match effect:
             case Persist(ops, undo):
@@ -190,7 +196,7 @@ async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv)
             case SendNotify():
                 if failed:
                     # Not sent: the state must not wait for its answer.
-                    env.notify_answered(state.uri, effect, 500)
+                    unsent.append(effect)
                     continue
                 env.sender.send_notify(effect, _answer_callback(env, state.uri, effect))
             case FetchDocument(auid, revalidate):
@@ -200,6 +206,13 @@ async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv)
                 await _handle(state, PublicationsLoaded(event, publications), env)
             case _:
                 assert_never(effect)
+    # Answer the unsent NOTIFYs here, after the rest of this message's
+    # effects, rather than through the router and our own inbox: a full inbox
+    # must not lose the answer, or the subscription would stay marked in
+    # flight and get no NOTIFY again.  Handling it clears the mark and sends
+    # the current state if it changed meanwhile.
+    for effect in unsent:
+        await _handle(state, NotifyAnswered(effect.key, effect.cseq, 500), env)
 
 
 def _answer_callback(env: ActorEnv, uri: str, effect: SendNotify) -> Callable[[int], None]:

@@ -7,6 +7,13 @@ long as its presentity has state, so tens of thousands of them sit idle at
 once; this inbox costs a list and one slot.  Semantics match what the router
 and the actor use: ``send_nowait`` raises ``trio.WouldBlock`` when full,
 ``receive_nowait`` raises it when empty, ``receive`` waits.
+
+``send_nowait(item, force=True)`` ignores the bound.  It is for internal
+answers (a NOTIFY's outcome) that must never be lost: a lost answer would
+leave its subscription waiting forever.  They stay bounded all the same,
+since each NOTIFY is answered once and a subscription has at most one in
+flight (plus its final one), so the overshoot is at most a few per
+subscription the presentity holds.
 """
 
 from __future__ import annotations
@@ -31,8 +38,9 @@ class Inbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
-    def send_nowait(self, item: T) -> None:
-        if len(self._items) >= self._size:
+    def send_nowait(self, item: T, *, force: bool = False) -> None:
+        """Queue ``item``; raise ``trio.WouldBlock`` when full unless ``force``."""
+        if not force and len(self._items) >= self._size:
             raise trio.WouldBlock
         self._items.append(item)
         waiter = self._waiter

@@ -15,7 +15,7 @@ from presencex.presence.messages import SendNotify
 from presencex.presence.state import StateConfig
 from presencex.router import Router
 from presencex.sip.message import Request, Response
-from presencex.store.writer import StoreOp
+from presencex.store.writer import StoreError, StoreOp
 from presencex.transport.peer import Peer
 from tests.sipmsg import pidf, request
 
@@ -159,4 +159,91 @@ async def test_publish_commits_before_reply(autojump_clock: trio.testing.MockClo
         # The publication expires after 60 s and is dropped from the store.
         await trio.sleep(61)
         assert len(store.committed) == 2
+        nursery.cancel_scope.cancel()
+
+
+def publish_request(tuple_id: str) -> Request:
+    return request(
+        "PUBLISH",
+        ALICE,
+        from_uri=ALICE,
+        to_uri=ALICE,
+        expires=60,
+        body=pidf(ALICE, tuple_id),
+        content_type="application/pidf+xml",
+    )
+
+
+async def test_notify_answer_reaches_a_full_inbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A NOTIFY answer arriving while the inbox is full still clears the
+    subscription's in-flight mark: the pending change goes out, and later
+    changes keep going out."""
+    router, sender, _ = make_router(inbox_size=2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.serve)
+        router.on_request(subscribe_request(), PEER)
+        await settle()
+        assert len(sender.notifies) == 1
+        # Fill the inbox while the first NOTIFY is unanswered; no checkpoint,
+        # so the actor cannot drain it.
+        router.on_request(publish_request("t1"), PEER)
+        router.on_request(publish_request("t2"), PEER)
+        router.on_request(publish_request("t3"), PEER)
+        assert sender.responses[-1].status == 503  # the inbox is full
+        _effect, answer = sender.notifies[0]
+        answer(200)
+        await settle()
+        assert [r.status for r in sender.responses] == [200, 503, 200, 200]
+        # The publications changed the state while the NOTIFY was in flight;
+        # its answer sends the current state.
+        assert len(sender.notifies) == 2
+        sender.notifies[1][1](200)
+        router.on_request(publish_request("t4"), PEER)
+        await settle()
+        assert len(sender.notifies) == 3
+        nursery.cancel_scope.cancel()
+
+
+class FailingStore(FakeStore):
+    """Fails the next ``fail`` commits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail = 0
+
+    async def commit(self, ops: tuple[StoreOp, ...]) -> None:
+        if self.fail:
+            await trio.sleep(0.001)
+            self.fail -= 1
+            raise StoreError("disk full")
+        await super().commit(ops)
+
+
+async def test_unsent_notify_after_failed_commit_with_full_inbox(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A NOTIFY not sent because its commit failed is answered inside the
+    actor, so a full inbox cannot leave the subscription stuck in flight."""
+    sender, store = FakeSender(), FailingStore()
+    env = ActorEnv(sender, store, FakeClock(), notify_answered=lambda *a: None)
+    config = StateConfig(registry=Registry([PresencePackage()]), force_active=True)
+    router = Router(config, env, inbox_size=2, retry_after=7)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(router.serve)
+        router.on_request(subscribe_request(), PEER)
+        await settle()
+        sender.notifies[0][1](200)
+        store.fail = 1
+        router.on_request(publish_request("t1"), PEER)
+        # The actor now waits for the failing commit; fill its inbox meanwhile.
+        await trio.sleep(0.0005)
+        router.on_request(publish_request("t2"), PEER)
+        router.on_request(publish_request("t3"), PEER)
+        router.on_request(publish_request("t4"), PEER)
+        await settle()
+        assert [r.status for r in sender.responses] == [200, 503, 500, 200, 200]
+        # The failed PUBLISH's NOTIFY never went out; the next one did.
+        assert len(sender.notifies) == 2
         nursery.cancel_scope.cancel()
