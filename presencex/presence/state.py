@@ -116,6 +116,15 @@ class Watch:
     fetch: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class _Shown:
+    """An aggregate to show in place of the current one: the state with a
+    removed publication's goodbye, built once for all its watchers.  A box,
+    because the aggregate itself may be None (no stored body parses)."""
+
+    aggregate: bytes | None
+
+
 @lru_cache(maxsize=65536)
 def local_contact(presentity: str, local: str) -> str:
     """Our Contact for a dialog: it carries the presentity, so in-dialog
@@ -130,6 +139,7 @@ class PresentityState:
     __slots__ = (
         "_aggregates",
         "_last_pub_seq",
+        "_sphere_memo",
         "_timer_seq",
         "_timers",
         "config",
@@ -150,6 +160,8 @@ class PresentityState:
         self.watches: dict[DialogKey, Watch] = {}
         self.publications: dict[str, dict[str, Publication]] = {}
         self._aggregates: dict[str, bytes | None] = {}
+        # The presence aggregate's sphere and the aggregate it was read from.
+        self._sphere_memo: tuple[bytes, str | None] | None = None
         self._timers: list[tuple[float, int, str, object]] = []
         self._timer_seq = 0
         self._last_pub_seq = 0
@@ -186,11 +198,11 @@ class PresentityState:
             self._schedule(sub.expires_at, "sub", sub.key)
         for watch in self.watches.values():
             if self._needs_rules(watch.record.event):
-                watch.held = True
+                self._hold(watch, now)
             else:
                 effects.extend(self._notify(watch, now))
         if any(w.held for w in self.watches.values()):
-            effects.extend(self._request_rules(now))
+            effects.extend(self._request_rules())
         if self.watches:
             effects.extend(self._request_manipulation())
         return effects
@@ -493,12 +505,12 @@ class PresentityState:
             # kept; documents not known yet are waited for (rules_wait).
             unknown_rules = needs_rules and not self.rules_known
             if unknown_rules or self._waits_for_manipulation(msg.event):
-                watch.fetch = watch.held = True
+                watch.fetch = True
+                self._hold(watch, now)
                 self.watches[key] = watch
-                self._schedule(now + self.config.rules_wait, "rules", None)
                 fetching: list[Effect] = [reply]
                 if unknown_rules:
-                    fetching.extend(self._request_rules(now))
+                    fetching.extend(self._request_rules())
                 if package.authorized:
                     fetching.extend(self._request_manipulation())
                 return fetching
@@ -515,12 +527,11 @@ class PresentityState:
 
         effects: list[Effect] = [Persist(tuple(ops), undo), reply]
         if needs_rules and not self.rules_known:
-            watch.held = True
-            effects.extend(self._request_rules(now))
+            self._hold(watch, now)
+            effects.extend(self._request_rules())
         elif self._waits_for_manipulation(msg.event):
             # The permanent state is part of what the first NOTIFY must say.
-            watch.held = True
-            self._schedule(now + self.config.rules_wait, "rules", None)
+            self._hold(watch, now)
         else:
             effects.extend(self._notify(watch, now))
         if package.authorized:
@@ -594,8 +605,9 @@ class PresentityState:
             effects.extend(self._notify(other, now))
         return effects
 
-    def _notify(self, watch: Watch, now: float, extra: bytes | None = None) -> list[Effect]:
-        """The current state to one watcher, or mark it dirty if one is in flight.
+    def _notify(self, watch: Watch, now: float, shown: _Shown | None = None) -> list[Effect]:
+        """The current state to one watcher (or ``shown`` in its place), or
+        mark it dirty if one is in flight: the current state goes out then.
         A held watcher (first NOTIFY waiting for its documents) gets nothing
         yet: its release sends the state as it is then."""
         if watch.held:
@@ -606,12 +618,9 @@ class PresentityState:
             watch.dirty = True
             return []
         record = watch.record
-        if extra is not None and record.status == "active":
-            package = self._package(record.event)
-            pubs = self.publications.get(record.event, {})
-            aggregate = package.aggregate([*self._bodies(record.event, pubs), extra], self.uri)
+        if shown is not None and record.status == "active":
             view = WatcherView(record.watcher_uri, self.uri, record.version, watch.decision)
-            body = package.render(aggregate, view)
+            body = self._package(record.event).render(shown.aggregate, view)
         else:
             body = self._body_for(watch, now)
         remaining = max(0, int(record.expires_at - now))
@@ -667,10 +676,19 @@ class PresentityState:
         return effects
 
     def _notify_event(self, event: str, now: float, extra: bytes | None = None) -> list[Effect]:
+        """The event's state to its active watchers; ``extra`` (a removed
+        publication's goodbye) is aggregated after the live bodies."""
         effects: list[Effect] = []
+        shown: _Shown | None = None
         for watch in self.watches.values():
             if watch.record.event == event and watch.record.status == "active":
-                effects.extend(self._notify(watch, now, extra))
+                if extra is not None and shown is None:
+                    # Once for all watchers, and only if one is there: an
+                    # aggregate parses every body, a render is a filter.
+                    package = self._package(event)
+                    bodies = [*self._bodies(event, self.publications.get(event, {})), extra]
+                    shown = _Shown(package.aggregate(bodies, self.uri))
+                effects.extend(self._notify(watch, now, shown))
         return effects
 
     def _notify_answered(self, msg: NotifyAnswered, now: float) -> list[Effect]:
@@ -709,7 +727,12 @@ class PresentityState:
         while self._timers and self._timers[0][0] <= now:
             when, _, kind, key = heapq.heappop(self._timers)
             if kind == "rules":
-                effects.extend(self._release_held(now))
+                assert isinstance(key, DialogKey)
+                held = self.watches.get(key)
+                # Released already (its documents came) or gone: stale entry.
+                if held is not None and held.held:
+                    # The documents did not come in time: pending it is.
+                    effects.extend(self._release(held, now))
             elif kind == "sub":
                 assert isinstance(key, DialogKey)
                 watch = self.watches.get(key)
@@ -734,11 +757,13 @@ class PresentityState:
     def _needs_rules(self, event: str) -> bool:
         return not self.config.force_active and self._package(event).authorized
 
-    def _request_rules(self, now: float, revalidate: bool = False) -> list[Effect]:
+    def _request_rules(self, revalidate: bool = False) -> list[Effect]:
+        # One fetch for all watchers; the wait is each held watcher's own
+        # (_hold), since the answer may stay owed for as long as the XCAP
+        # server is down.
         if self.rules_requested and not revalidate:
             return []
         self.rules_requested = True
-        self._schedule(now + self.config.rules_wait, "rules", None)
         return [FetchDocument("pres-rules", revalidate)]
 
     def _waits_for_manipulation(self, event: str) -> bool:
@@ -754,11 +779,36 @@ class PresentityState:
         self.manipulation_requested = True
         return [FetchDocument("pidf-manipulation", revalidate)]
 
+    def _hold(self, watch: Watch, now: float) -> None:
+        """Hold a new watcher's first NOTIFY until its documents come, and at
+        most rules_wait: every held watcher gets its own timer, because the
+        one fetch may stay unanswered far longer than any one wait."""
+        watch.held = True
+        self._schedule(now + self.config.rules_wait, "rules", watch.record.key)
+
+    def _ready(self, watch: Watch) -> bool:
+        """Whether every document a held watcher's first NOTIFY waits for is known."""
+        event = watch.record.event
+        unknown_rules = self._needs_rules(event) and not self.rules_known
+        return not unknown_rules and not self._waits_for_manipulation(event)
+
+    def _release(self, watch: Watch, now: float) -> list[Effect]:
+        watch.held = False
+        return self._notify(watch, now)
+
     def _sphere(self) -> str | None:
         if not self.config.enable_sphere_check:
             return None
         aggregate = self._aggregate("presence")
-        return pidf_sphere(aggregate) if aggregate is not None else None
+        if aggregate is None:
+            return None
+        # Parsed once per aggregate, not once per watcher judged.  Keyed by
+        # the cached aggregate object itself, so whatever drops that (a
+        # publish, a removal, a new manipulation document) drops this too.
+        memo = self._sphere_memo
+        if memo is None or memo[0] is not aggregate:
+            memo = self._sphere_memo = (aggregate, pidf_sphere(aggregate))
+        return memo[1]
 
     def _evaluate(self, watcher_uri: str, now: float) -> Decision:
         return evaluate(
@@ -797,11 +847,8 @@ class PresentityState:
                 self._aggregates.pop("presence", None)
                 effects = self._notify_event("presence", now)
             for watch in list(self.watches.values()):
-                if watch.held and not (
-                    self._needs_rules(watch.record.event) and not self.rules_known
-                ):
-                    watch.held = False
-                    effects.extend(self._notify(watch, now))
+                if watch.held and self._ready(watch):
+                    effects.extend(self._release(watch, now))
             return effects
         return []
 
@@ -818,7 +865,8 @@ class PresentityState:
         record = watch.record
         old, new = record.status, _status_for(decision)
         held = watch.held
-        if held and not self._waits_for_manipulation(record.event):
+        if held and self._ready(watch):
+            # Its first NOTIFY goes out below, with the decision applied.
             watch.held = False
         if new == "terminated":
             return self._end(watch, now, "rejected")
@@ -860,15 +908,6 @@ class PresentityState:
             *self._watcher_list_changed(watch, now),
         ]
 
-    def _release_held(self, now: float) -> list[Effect]:
-        """The rules did not come in time: first NOTIFYs go out as pending."""
-        effects: list[Effect] = []
-        for watch in list(self.watches.values()):
-            if watch.held:
-                watch.held = False
-                effects.extend(self._notify(watch, now))
-        return effects
-
     def _refresh(self, msg: Refresh, now: float) -> list[Effect]:
         """refreshWatchers with Kamailio's types: 0 rules, 1 published state
         in the database, 2 pidf-manipulation document."""
@@ -878,7 +917,7 @@ class PresentityState:
             if self.rules_requested or any(
                 self._needs_rules(w.record.event) for w in self.watches.values()
             ):
-                return self._request_rules(now, revalidate=True)
+                return self._request_rules(revalidate=True)
             return []
         if msg.kind == 1:
             return [ReloadPublications(msg.event)]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from presencex.bodies.pidf import tuple_statuses
+import pytest
+
+import presencex.presence.state
+from presencex.bodies.pidf import DATA_MODEL_NS, PIDF_NS, RPID_NS, tuple_statuses
 from presencex.bodies.watcherinfo import parse_watcherinfo
 from presencex.events.presence import PresencePackage
 from presencex.events.registry import Registry
@@ -20,11 +23,12 @@ from presencex.presence.messages import (
 )
 from presencex.presence.state import PresentityState, StateConfig
 from presencex.transport.peer import Peer
-from tests.presence.rules_docs import rule, ruleset
+from tests.presence.rules_docs import HEAD, rule, ruleset
 from tests.sipmsg import pidf, request
 
 ALICE = "sip:alice@example.com"
 BOB = "sip:bob@example.com"
+CAROL = "sip:carol@example.com"
 PEER = Peer("udp", "127.0.0.1", 5070, "udp:127.0.0.1:5060")
 T0 = 1_700_000_000.0
 
@@ -95,6 +99,105 @@ def test_rules_that_never_come_release_a_pending_notify() -> None:
     (n,) = notifies(handle(state, Expire(), T0 + 2.0))
     assert sub_state(n).startswith("pending")
     assert n.request.body == b""
+
+
+def test_rules_still_owed_release_every_later_watcher_within_its_own_wait() -> None:
+    """Regression: only the first SUBSCRIBE started a rules_wait timer, so
+    while the fetch stayed owed (XCAP server down) a watcher subscribing
+    after that timer fired was held with no NOTIFY until it expired."""
+    state = make_state()
+    wait = state.config.rules_wait
+    # The document source never answers: no RulesChanged ever comes.
+    first = subscribe(state)
+    assert [e for e in first if isinstance(e, FetchDocument)] == [FetchDocument("pres-rules")]
+    (n1,) = notifies(handle(state, Expire(), T0 + wait))
+    assert sub_state(n1).startswith("pending")
+
+    later = T0 + 5 * wait
+    req = request("SUBSCRIBE", ALICE, from_uri=CAROL, to_uri=ALICE, expires=600)
+    second = handle(state, Subscribe(req, PEER, "presence"), later)
+    assert not [e for e in second if isinstance(e, FetchDocument)]  # the one fetch is owed
+    assert not notifies(second)
+    deadline = state.next_deadline()
+    assert deadline is not None
+    assert deadline <= later + wait
+    (n2,) = notifies(handle(state, Expire(), deadline))
+    assert n2.request.to.uri == CAROL
+    assert sub_state(n2).startswith("pending")
+    assert n2.request.body == b""
+
+
+def test_each_held_watcher_waits_its_own_rules_wait() -> None:
+    state = make_state()
+    wait = state.config.rules_wait
+    subscribe(state)
+    req = request("SUBSCRIBE", ALICE, from_uri=CAROL, to_uri=ALICE, expires=600)
+    handle(state, Subscribe(req, PEER, "presence"), T0 + wait / 2)
+    (n1,) = notifies(handle(state, Expire(), T0 + wait))
+    assert n1.request.to.uri == BOB
+    (n2,) = notifies(handle(state, Expire(), T0 + wait / 2 + wait))
+    assert n2.request.to.uri == CAROL
+
+
+def _sphere_pidf(sphere: str) -> bytes:
+    return (
+        f'<presence xmlns="{PIDF_NS}" xmlns:dm="{DATA_MODEL_NS}" xmlns:rpid="{RPID_NS}" '
+        f'entity="{ALICE}"><tuple id="phone"><status><basic>open</basic></status></tuple>'
+        f'<dm:person id="p"><rpid:sphere>{sphere}</rpid:sphere></dm:person></presence>'
+    ).encode()
+
+
+def test_sphere_is_read_once_per_aggregate_not_per_watcher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[bytes] = []
+    real = presencex.presence.state.pidf_sphere
+
+    def counting(body: bytes) -> str | None:
+        calls.append(body)
+        return real(body)
+
+    monkeypatch.setattr(presencex.presence.state, "pidf_sphere", counting)
+    config = StateConfig(
+        registry=Registry([PresencePackage(), WatcherInfoPackage()]),
+        force_active=False,
+        enable_sphere_check=True,
+    )
+    state = PresentityState(ALICE, config)
+
+    def publish_sphere(sphere: str, if_match: str | None = None) -> list[object]:
+        req = request(
+            "PUBLISH",
+            ALICE,
+            from_uri=ALICE,
+            to_uri=ALICE,
+            body=_sphere_pidf(sphere),
+            content_type="application/pidf+xml",
+            expires=3600,
+            extra=[("SIP-If-Match", if_match)] if if_match else None,
+        )
+        return handle(state, Publish(req, PEER, "presence"))
+
+    (reply,) = [e for e in publish_sphere("work") if isinstance(e, Reply)]
+    etag = dict(reply.headers)["SIP-ETag"]
+    watchers = [f"sip:w{i}@example.com" for i in range(3)]
+    for watcher in watchers:
+        subscribe(state, watcher)
+    at_work = HEAD + (
+        '<cr:rule id="w"><cr:conditions><cr:sphere value="work"/></cr:conditions>'
+        "<cr:actions><pr:sub-handling>allow</pr:sub-handling></cr:actions></cr:rule>"
+        "</cr:ruleset>"
+    )
+    allowed = rules_changed(state, at_work.encode())
+    assert sorted(n.request.to.uri for n in notifies(allowed)) == watchers
+    assert all(sub_state(n).startswith("active") for n in notifies(allowed))
+    assert len(calls) == 1
+    answer(state, allowed)
+
+    # A new aggregate is a new sphere: read again, once, and it revokes all.
+    revoked = publish_sphere("home", etag)
+    assert [sub_state(n) for n in notifies(revoked)] == ["terminated;reason=probation"] * 3
+    assert len(calls) == 2
 
 
 def test_no_rule_is_pending_without_body_then_allow_activates_with_body() -> None:

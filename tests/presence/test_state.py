@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from presencex.bodies.pidf import tuple_statuses
 from presencex.events.presence import PresencePackage
 from presencex.events.registry import Registry
@@ -263,6 +266,35 @@ def test_expired_publication_is_shown_closed_then_forgotten() -> None:
     (notify,) = notifies(expired)
     assert tuple_statuses(notify.request.body) == {"phone": "closed"}
     assert "presence" not in state.publications
+
+
+@dataclass(slots=True)
+class CountingPresencePackage(PresencePackage):
+    """Counts aggregations: each parses every publication of the presentity."""
+
+    aggregated: int = 0
+
+    def aggregate(self, bodies: Sequence[bytes], presentity: str) -> bytes | None:
+        self.aggregated += 1
+        return PresencePackage.aggregate(self, bodies, presentity)
+
+
+def test_removal_aggregates_once_for_all_watchers() -> None:
+    package = CountingPresencePackage()
+    state = PresentityState(ALICE, StateConfig(registry=Registry([package]), force_active=True))
+    answer_all(state, publish(state, body=pidf(ALICE, "laptop"), expires=600))
+    effects = publish(state, body=pidf(ALICE, "phone"), expires=60)
+    for i in range(4):
+        answer_all(state, subscribe(state, expires=600, call_id=f"dlg-{i}"))
+    answer_all(state, effects)
+    package.aggregated = 0
+    expired = state.handle(Expire(), T0 + 60)
+    sent = notifies(expired)
+    assert len(sent) == 4
+    assert package.aggregated == 1
+    bodies = {n.request.body for n in sent}
+    assert len(bodies) == 1
+    assert tuple_statuses(bodies.pop()) == {"phone": "closed", "laptop": "open"}
 
 
 def test_notify_answered_481_removes_subscription() -> None:
