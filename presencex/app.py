@@ -34,7 +34,7 @@ from presencex.transport.hub import Hub
 from presencex.transport.tcp import serve_tcp
 from presencex.transport.udp import serve_udp
 from presencex.xcap.fetcher import fetcher_from_config
-from presencex.xcap.table import XcapTable
+from presencex.xcap.table import table_from_config
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,7 @@ async def _start_documents(config: Config, router: Router, nursery: trio.Nursery
     if config.force_active and not config.pidf_manipulation:
         return NoDocuments()
     if config.integrated_xcap_server:
-        table = XcapTable(config.db_path, config.xcap_table, deliver=router.deliver_nowait)
+        table = table_from_config(config, router.deliver_nowait)
         await nursery.start(table.serve)
         return table
     fetcher = fetcher_from_config(config, router.deliver_nowait)

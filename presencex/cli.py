@@ -104,10 +104,37 @@ def main(argv: list[str] | None = None) -> int:
             trio.run(_serve, config)
         except KeyboardInterrupt:
             return 0
-        except OSError as exc:
-            print(f"presencex: cannot start: {exc}", file=sys.stderr)
-            return 1
+        except (OSError, ConfigError, BaseExceptionGroup) as exc:
+            # trio's nurseries wrap whatever a task raised in an
+            # ExceptionGroup, so a start-up failure (a control_socket that
+            # cannot be bound, a port in use) reaches us nested in one.
+            failures = _start_failures(exc)
+            if failures is None:
+                raise  # a bug, not the environment: keep the traceback
+            for failure in failures:
+                if isinstance(failure, ConfigError):
+                    print(f"presencex: {failure}", file=sys.stderr)
+                else:
+                    print(f"presencex: cannot start: {failure}", file=sys.stderr)
+            # ConfigError exits 2 as it does when the file is first read.
+            return 2 if all(isinstance(f, ConfigError) for f in failures) else 1
     return 0
+
+
+def _start_failures(exc: BaseException) -> list[OSError | ConfigError] | None:
+    """The OSErrors and ConfigErrors ``exc`` consists of, flattening nested
+    exception groups; None if anything else is in it."""
+    if isinstance(exc, BaseExceptionGroup):
+        out: list[OSError | ConfigError] = []
+        for inner in exc.exceptions:
+            found = _start_failures(inner)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
+    if isinstance(exc, OSError | ConfigError):
+        return [exc]
+    return None
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ Facts:
 - The defaults run on one machine with the embedded sqlite database and need
   no other service.  The seed's default ``integrated_xcap_server = 0`` would
   need an HTTP XCAP server, so with no ``xcap_server`` given and
-  ``force_active = 0`` the server refuses to start, as the XCAP issue asks;
+  ``force_active = 0`` (or ``pidf_manipulation = 1``, whose document comes
+  from the same place) the server refuses to start, as the XCAP issue asks;
   the shipped quick-start file sets ``integrated_xcap_server = 1``.
 """
 
@@ -213,7 +214,7 @@ def config_from_mapping(data: dict[str, Any]) -> Config:
 
 
 def _check(config: Config) -> None:
-    from presencex.store.load import parse_db_url
+    from presencex.store.load import check_table_name, parse_db_url
 
     try:
         parse_db_url(config.db_url)
@@ -221,8 +222,14 @@ def _check(config: Config) -> None:
         raise ConfigError("db_url", str(exc)) from None
     if config.db_synchronous.lower() not in ("full", "normal", "extra"):
         raise ConfigError("db_synchronous", "must be 'full', 'normal' or 'extra'")
-    if not config.xcap_table.isidentifier():
-        raise ConfigError("xcap_table", "must be a plain SQL table name (letters, digits, _)")
+    # The same rule the queries apply, so a name accepted here never fails
+    # there at run time.
+    try:
+        check_table_name(config.xcap_table)
+    except ValueError:
+        raise ConfigError(
+            "xcap_table", "must be a plain SQL table name (letters, digits, _; not a digit first)"
+        ) from None
     if config.min_expires > config.max_expires:
         raise ConfigError("min_expires", f"must not exceed max_expires ({config.max_expires})")
     if not config.min_expires <= config.default_expires <= config.max_expires:
@@ -240,12 +247,23 @@ def _check(config: Config) -> None:
         raise ConfigError("max_message_size", "must lie between 512 and 1048576 bytes")
     if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("log_level", "must be DEBUG, INFO, WARNING or ERROR")
-    if not config.force_active and not config.integrated_xcap_server and not config.xcap_server:
+    # Documents are fetched over HTTP when integrated_xcap_server = 0 and
+    # something needs them: the rules (force_active = 0) or the
+    # pidf-manipulation document (pidf_manipulation = 1, even with
+    # force_active = 1).  Only force_active = 1 with pidf_manipulation = 0
+    # fetches nothing (app._start_documents).
+    if (
+        not config.integrated_xcap_server
+        and not config.xcap_server
+        and (not config.force_active or config.pidf_manipulation)
+    ):
         raise ConfigError(
             "xcap_server",
-            "is required when integrated_xcap_server = 0 and force_active = 0: list the "
+            "is required when integrated_xcap_server = 0 and documents are needed "
+            "(force_active = 0 or pidf_manipulation = 1): list the "
             'trusted XCAP servers (xcap_server = ["xcap.example.org"]), or set '
-            "integrated_xcap_server = 1 to read rules from the xcap table, or force_active = 1",
+            "integrated_xcap_server = 1 to read documents from the xcap table, or "
+            "force_active = 1 with pidf_manipulation = 0",
         )
     if (
         config.disable_presence

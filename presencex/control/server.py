@@ -13,6 +13,10 @@ Facts:
   0 authorization rules changed, 1 published state changed in the database,
   2 the pidf-manipulation document changed.  The seed spells the command
   ``refreshWatchers``; ``presence.refreshWatchers`` is accepted too.
+- A client gets ``IDLE_TIMEOUT`` seconds for each command line and
+  ``SEND_TIMEOUT`` for each reply, and at most ``MAX_CONNECTIONS`` are served
+  at once; past that a new one gets an error line and is closed.  A client
+  that goes away mid-command only ends its own connection.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 import trio
 
@@ -38,6 +43,16 @@ log = logging.getLogger(__name__)
 MAX_LINE = 65536
 # How long a command waits for an actor's answer before reporting a timeout.
 REPLY_TIMEOUT = 5.0
+# How long a client may take to send one complete command line.  ``ctl``
+# sends its line at once; a client silent for this long is stuck or hostile
+# and would otherwise hold its connection (and a slot) forever.
+IDLE_TIMEOUT = 30.0
+# How long a reply may wait for the client to read it, for the same reason.
+SEND_TIMEOUT = 10.0
+# Connections served at once.  ``ctl`` opens one per command and closes it,
+# so a handful is plenty; the cap keeps a flood of connections from eating
+# file descriptors the SIP transports need.
+MAX_CONNECTIONS = 32
 
 Handler = Callable[[list[Any]], Awaitable[object]]
 
@@ -68,8 +83,8 @@ class ControlServer:
             "refreshWatchers": self._refresh_watchers,
             "updateWatchers": self._update_watchers,
             "presentity_list": self._presentity_list,
-            "subscriptions": self._subscriptions,
-            "publications": self._publications,
+            "subscriptions": partial(self._query, "subscriptions"),
+            "publications": partial(self._query, "publications"),
             "cleanup": self._cleanup,
             "stats": self._stats,
         }
@@ -77,31 +92,52 @@ class ControlServer:
     async def serve(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         sock = bind_unix_socket(self.path)
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        limiter = trio.CapacityLimiter(MAX_CONNECTIONS)
         task_status.started(self.path)
         try:
-            await trio.serve_listeners(self._connection, [listener])
+            await trio.serve_listeners(partial(self._connection, limiter), [listener])
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
 
-    async def _connection(self, stream: trio.SocketStream) -> None:
+    async def _connection(self, limiter: trio.CapacityLimiter, stream: trio.SocketStream) -> None:
         async with stream:
-            if not _peer_allowed(stream.socket):
-                await stream.send_all(_error_line(None, -32001, "permission denied"))
+            try:
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                log.warning("control: %d connections open, refusing another", MAX_CONNECTIONS)
+                with contextlib.suppress(trio.BrokenResourceError):
+                    await _send(stream, _error_line(None, -32000, "too many control connections"))
                 return
-            buffer = b""
-            while True:
-                data = await stream.receive_some(MAX_LINE)
-                if not data:
-                    return
-                buffer += data
-                if len(buffer) > MAX_LINE and b"\n" not in buffer:
-                    await stream.send_all(_error_line(None, -32600, "request line too long"))
-                    return
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if line.strip():
-                        await stream.send_all(await self.dispatch(line))
+            try:
+                await self._session(stream)
+            except trio.BrokenResourceError:
+                # The client went away (EPIPE, ECONNRESET).  serve_listeners
+                # lets a handler's exception crash the server, so it ends here.
+                log.debug("control client disconnected")
+            finally:
+                limiter.release()
+
+    async def _session(self, stream: trio.SocketStream) -> None:
+        if not _peer_allowed(stream.socket):
+            await _send(stream, _error_line(None, -32001, "permission denied"))
+            return
+        buffer = bytearray()
+        while True:
+            line: bytes | None = None
+            try:
+                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                    line = await _receive_line(stream, buffer)
+            except _LineTooLong:
+                await _send(stream, _error_line(None, -32600, "request line too long"))
+                return
+            if idle.cancelled_caught:
+                log.info("control client sent no command line within %s s; closing", IDLE_TIMEOUT)
+                return
+            if line is None:
+                return
+            if line.strip() and not await _send(stream, await self.dispatch(line)):
+                return
 
     async def dispatch(self, line: bytes) -> bytes:
         try:
@@ -155,34 +191,58 @@ class ControlServer:
         return await self._ask(uri, lambda reply: Refresh(event, kind, reply))
 
     async def _update_watchers(self, params: list[Any]) -> object:
+        """``updateWatchers PRES_URI EVENT``: refreshWatchers of type 0 (rules)."""
         if len(params) != 2:
             raise RpcError(-32602, "usage: updateWatchers PRES_URI EVENT")
-        return await self._ask(_aor(params[0]), lambda reply: Refresh(str(params[1]), 0, reply))
+        return await self._refresh_watchers([*params, 0])
 
     async def _presentity_list(self, params: list[Any]) -> object:
         return sorted(self.presentities())
 
-    async def _subscriptions(self, params: list[Any]) -> object:
+    async def _query(
+        self, what: Literal["subscriptions", "publications"], params: list[Any]
+    ) -> object:
+        """``subscriptions PRES_URI`` / ``publications PRES_URI``: the actor's list."""
         if len(params) != 1:
-            raise RpcError(-32602, "usage: subscriptions PRES_URI")
+            raise RpcError(-32602, f"usage: {what} PRES_URI")
         uri = _aor(params[0])
         if uri not in self.presentities():
-            return []
-        return await self._ask(uri, lambda reply: Query("subscriptions", reply))
-
-    async def _publications(self, params: list[Any]) -> object:
-        if len(params) != 1:
-            raise RpcError(-32602, "usage: publications PRES_URI")
-        uri = _aor(params[0])
-        if uri not in self.presentities():
-            return []
-        return await self._ask(uri, lambda reply: Query("publications", reply))
+            return []  # no actor: asking would start one just to answer []
+        return await self._ask(uri, lambda reply: Query(what, reply))
 
     async def _cleanup(self, params: list[Any]) -> object:
         return await self.cleanup()
 
     async def _stats(self, params: list[Any]) -> object:
         return self.stats()
+
+
+class _LineTooLong(Exception):
+    """A client sent more than MAX_LINE bytes without a newline."""
+
+
+async def _receive_line(stream: trio.abc.ReceiveStream, buffer: bytearray) -> bytes | None:
+    """The next line of ``stream`` without its newline, taken from the front of
+    ``buffer`` (which keeps what follows it); None at the end of the stream."""
+    while (end := buffer.find(b"\n")) < 0:
+        if len(buffer) > MAX_LINE:
+            raise _LineTooLong
+        data = await stream.receive_some(MAX_LINE)
+        if not data:
+            return None
+        buffer += data
+    line = bytes(buffer[:end])
+    del buffer[: end + 1]
+    return line
+
+
+async def _send(stream: trio.abc.SendStream, data: bytes) -> bool:
+    """Send ``data``; False if the client did not take it within SEND_TIMEOUT."""
+    with trio.move_on_after(SEND_TIMEOUT):
+        await stream.send_all(data)
+        return True
+    log.info("control client did not read its reply within %s s; closing", SEND_TIMEOUT)
+    return False
 
 
 def _aor(value: object) -> str:
@@ -234,6 +294,11 @@ def bind_unix_socket(path: str) -> socket.socket:
     old = os.umask(0o177)  # the file is born 0600: no window where others may connect
     try:
         sock.bind(path)
+    except OSError as exc:
+        sock.close()
+        # The bare error ("[Errno 20] Not a directory") does not say which
+        # path; the operator reads this at start-up.
+        raise OSError(exc.errno, f"cannot bind control_socket {path}: {exc.strerror}") from exc
     finally:
         os.umask(old)
     os.chmod(path, 0o600)

@@ -214,16 +214,25 @@ def _subscription(row: sqlite3.Row) -> Subscription:
     )
 
 
+# ASCII only: str.isidentifier() would also pass non-ASCII letters, which
+# Kamailio's table names never have.
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _table_name(table: str) -> str:
-    """A validated, quoted table name: config text never reaches SQL raw."""
+def check_table_name(table: str) -> str:
+    """``table`` if it is a plain SQL table name, else ValueError.  The one
+    rule for ``xcap_table``: the configuration checks it at start-up with
+    this, and every query checks it again before the name reaches SQL."""
     if not _IDENTIFIER.fullmatch(table):
         raise ValueError(
             f"xcap_table {table!r} must be a plain table name (letters, digits, _; not a digit first)"
         )
-    return f'"{table}"'
+    return table
+
+
+def _table_name(table: str) -> str:
+    """A validated, quoted table name: config text never reaches SQL raw."""
+    return f'"{check_table_name(table)}"'
 
 
 def read_xcap(

@@ -35,7 +35,6 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import trio
 
@@ -55,21 +54,6 @@ Deliver = Callable[[str, RulesChanged], None]
 # not gone (the router starts a fresh one for a message to a gone actor).
 DELIVERY_RETRY = 0.02
 DELIVERY_RETRY_MAX = 1.0
-
-
-class DocumentSource(Protocol):
-    """Where an actor's pres-rules and pidf-manipulation documents come from.
-
-    ``request_nowait`` never blocks and never awaits; the answer arrives later
-    as ``RulesChanged`` on the presentity's inbox.  Every request is answered
-    once the document is known (``document=None``: there is none); with
-    ``revalidate=True`` (refreshWatchers) the source first re-reads it.  Do not
-    request in response to a ``RulesChanged``: that would loop.
-    """
-
-    def request_nowait(self, user: str, auid: str, *, revalidate: bool = False) -> None: ...
-
-    def statistics(self) -> dict[str, int | float]: ...
 
 
 def split_aor(uri: str) -> tuple[str, str, str] | None:

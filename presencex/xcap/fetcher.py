@@ -367,6 +367,10 @@ async def _outcome(response: httpx.Response, url: str) -> _Outcome:
 
 def fetcher_from_config(config: Config, deliver: Deliver) -> XcapFetcher:
     """The fetcher ``integrated_xcap_server = 0`` asks for."""
+    # config._check already refuses every configuration that reaches here
+    # without servers; this guards callers that build a Config by hand
+    # (dataclasses.replace, tests), for which a fetcher of no server would
+    # fail every fetch silently.
     if not config.xcap_server:
         raise ConfigError(
             "xcap_server",

@@ -49,6 +49,55 @@ def test_bad_values_name_the_key(data: dict[str, object], key: str, words: str) 
     assert words in str(info.value)
 
 
+def test_pidf_manipulation_over_http_needs_xcap_server_even_with_force_active() -> None:
+    # force_active = 1 skips the rules, but pidf_manipulation = 1 still
+    # fetches a document: without a server the fetcher would fail at run time.
+    with pytest.raises(ConfigError, match="trusted XCAP") as info:
+        config_from_mapping(
+            {"integrated_xcap_server": 0, "force_active": 1, "pidf_manipulation": 1}
+        )
+    assert info.value.key == "xcap_server"
+    # Each way out of it is accepted.
+    config_from_mapping({"integrated_xcap_server": 0, "force_active": 1, "pidf_manipulation": 0})
+    config_from_mapping({"integrated_xcap_server": 1, "force_active": 1, "pidf_manipulation": 1})
+    config_from_mapping(
+        {
+            "integrated_xcap_server": 0,
+            "force_active": 1,
+            "pidf_manipulation": 1,
+            "xcap_server": ["xcap.example.org"],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "table", ["xcap", "Xcap_2", "_x", "tablé", "1xcap", "x y", "x-y", 'x"y', "xcap\n"]
+)
+def test_xcap_table_is_checked_by_the_rule_the_queries_use(table: str) -> None:
+    from presencex.store.load import check_table_name
+
+    try:
+        check_table_name(table)
+    except ValueError:
+        with pytest.raises(ConfigError, match="table name") as info:
+            config_from_mapping({"xcap_table": table, "force_active": 1})
+        assert info.value.key == "xcap_table"
+    else:
+        assert config_from_mapping({"xcap_table": table, "force_active": 1}).xcap_table == table
+
+
+def test_start_failures_are_found_inside_nested_exception_groups() -> None:
+    from presencex.cli import _start_failures
+
+    bind = OSError(98, "Address already in use")
+    missing = ConfigError("xcap_server", "is required")
+    nested = ExceptionGroup("outer", [ExceptionGroup("inner", [bind]), missing])
+    assert _start_failures(nested) == [bind, missing]
+    assert _start_failures(bind) == [bind]
+    # Anything else is a bug: the caller re-raises it with its traceback.
+    assert _start_failures(ExceptionGroup("g", [bind, RuntimeError("bug")])) is None
+
+
 def test_xcap_server_may_be_given_several_times() -> None:
     config = config_from_mapping(
         {"xcap_server": ["xcap.example.org", "xcap2.example.org:8080", "https://x.org/root"]}

@@ -10,11 +10,15 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
+import trio
 
-from presencex.control.server import bind_unix_socket
+from presencex.control import server as control_module
+from presencex.control.server import ControlServer, bind_unix_socket
 from tests.integration.server import open_udp_peer, running_server
 from tests.sipmsg import request_bytes
 
@@ -185,3 +189,109 @@ def test_other_users_cannot_command_the_server(tmp_path: Path) -> None:
             assert "transport" not in answer
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+def test_unbindable_control_socket_is_reported_without_a_traceback(tmp_path: Path) -> None:
+    # trio wraps a task's OSError in an ExceptionGroup; the CLI must still
+    # say "cannot start" in one line rather than dump the group.
+    regular = tmp_path / "file"
+    regular.write_text("not a directory")
+    config = tmp_path / "presencex.toml"
+    config.write_text(
+        'listen = ["udp:127.0.0.1:0", "tcp:127.0.0.1:0"]\n'
+        f'db_url = "sqlite:///{tmp_path / "presencex.db"}"\n'
+        f'control_socket = "{regular / "x.sock"}"\n'
+        'force_active = 1\nlog_level = "WARNING"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "presencex", "serve", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("presencex: cannot start:"), result.stderr
+    assert "control_socket" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert regular.read_text() == "not a directory"
+
+
+async def _no_cleanup() -> object:
+    return 0
+
+
+@asynccontextmanager
+async def control_server(path: Path) -> AsyncIterator[ControlServer]:
+    """A ControlServer in this process, on ``path``, with no actors behind it."""
+    server = ControlServer(
+        str(path),
+        deliver=lambda uri, message: None,
+        presentities=list,
+        stats=lambda: {"up": True},
+        cleanup=_no_cleanup,
+    )
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def _ask_stats(path: Path) -> object:
+    async with await trio.open_unix_socket(str(path)) as stream:
+        await stream.send_all(b'{"jsonrpc": "2.0", "id": 1, "method": "stats"}\n')
+        with trio.fail_after(5):
+            return json.loads(await stream.receive_some(65536))["result"]
+
+
+async def test_a_silent_control_client_is_disconnected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_module, "IDLE_TIMEOUT", 0.2)
+    path = tmp_path / "c.sock"
+    async with control_server(path):
+        async with await trio.open_unix_socket(str(path)) as silent:
+            with trio.fail_after(5):
+                assert await silent.receive_some(100) == b""  # closed by the server
+        # A half-sent line counts as silence too: the limit is per line.
+        async with await trio.open_unix_socket(str(path)) as slow:
+            await slow.send_all(b'{"jsonrpc": "2.0",')
+            with trio.fail_after(5):
+                assert await slow.receive_some(100) == b""
+        assert await _ask_stats(path) == {"up": True}
+
+
+async def test_control_connections_are_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(control_module, "MAX_CONNECTIONS", 1)
+    path = tmp_path / "c.sock"
+    async with control_server(path):
+        async with await trio.open_unix_socket(str(path)) as first:
+            await first.send_all(b'{"jsonrpc": "2.0", "id": 1, "method": "stats"}\n')
+            with trio.fail_after(5):
+                await first.receive_some(65536)  # answered: it holds the one slot
+            async with await trio.open_unix_socket(str(path)) as second:
+                with trio.fail_after(5):
+                    refused = json.loads(await second.receive_some(65536))
+                    assert refused["error"]["message"] == "too many control connections"
+                    assert await second.receive_some(100) == b""
+        # The slot is freed when the first one leaves.
+        with trio.fail_after(5):
+            while True:
+                try:
+                    assert await _ask_stats(path) == {"up": True}
+                    break
+                except KeyError:  # the first one's slot not yet released
+                    await trio.sleep(0.01)
+
+
+async def test_a_client_gone_before_its_reply_does_not_stop_the_server(tmp_path: Path) -> None:
+    path = tmp_path / "c.sock"
+    async with control_server(path):
+        for _ in range(3):
+            gone = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            gone.connect(str(path))
+            gone.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "stats"}\n')
+            gone.close()  # the reply meets a closed socket: EPIPE
+        await trio.sleep(0.1)
+        assert await _ask_stats(path) == {"up": True}
