@@ -34,14 +34,23 @@ from collections.abc import Iterator
 from lxml import etree
 
 from presencex.auth.rules import Attribute, Provide, Transformations, uri_key
-from presencex.bodies.pidf import DATA_MODEL_NS, PIDF_NS, RPID_NS, neutral_pidf, parse_aggregate
+from presencex.bodies.pidf import (
+    BASIC,
+    CONTACT,
+    DATA_MODEL_NS,
+    DEVICE,
+    NOTE,
+    PERSON,
+    PIDF_NS,
+    PRESENCE,
+    RPID_NS,
+    STATUS,
+    TUPLE,
+    parse_aggregate,
+)
 from presencex.bodies.xmlparse import BodyError, serialize_xml
 
-__all__ = ["filter_pidf", "polite_block_body"]
-
-
-def _pidf(name: str) -> str:
-    return f"{{{PIDF_NS}}}{name}"
+__all__ = ["filter_pidf"]
 
 
 def _dm(name: str) -> str:
@@ -52,20 +61,14 @@ def _rpid(name: str) -> str:
     return f"{{{RPID_NS}}}{name}"
 
 
-PRESENCE = _pidf("presence")
-TUPLE = _pidf("tuple")
-STATUS = _pidf("status")
-BASIC = _pidf("basic")
-CONTACT = _pidf("contact")
-PERSON = _dm("person")
-DEVICE = _dm("device")
+TIMESTAMP = f"{{{PIDF_NS}}}timestamp"
 DEVICE_ID = _dm("deviceID")
 USER_INPUT = _rpid("user-input")
 RPID_CLASS = _rpid("class")
 
 # The note elements of PIDF (RFC 3863 §4.1.6), the data model (RFC 4479
 # §3.4) and RPID (RFC 4480 §3.1, inside each RPID element).
-_NOTES = frozenset({_pidf("note"), _dm("note"), _rpid("note")})
+_NOTES = frozenset({NOTE, _dm("note"), _rpid("note")})
 
 # RPID elements (RFC 4480 §3) that an RFC 5025 §3.3.2 boolean provides.
 _RPID_ATTRIBUTES: dict[str, Attribute] = {
@@ -81,9 +84,13 @@ _RPID_ATTRIBUTES: dict[str, Attribute] = {
     _rpid("time-offset"): "time-offset",
 }
 
+# The components RFC 5025 §3.3.1 selects, by tag, with the kind that names
+# their entry in _ALWAYS_KEPT.
+_COMPONENT_KINDS = {TUPLE: "tuple", PERSON: "person", DEVICE: "device"}
+
 # What each kind of component keeps whatever the permissions (see above).
 _ALWAYS_KEPT = {
-    "tuple": frozenset({STATUS, CONTACT, _pidf("timestamp")}),
+    "tuple": frozenset({STATUS, CONTACT, TIMESTAMP}),
     "person": frozenset({_dm("timestamp")}),
     "device": frozenset({_dm("timestamp"), DEVICE_ID}),
     "status": frozenset({BASIC}),
@@ -100,20 +107,12 @@ _USER_INPUT_HIDDEN: dict[str, tuple[str, ...]] = {
 }
 
 
-def polite_block_body(entity: str) -> bytes:
-    """What a polite-blocked watcher sees (RFC 5025 §3.2.1): a neutral
-    document, indistinguishable from an offline presentity."""
-    return neutral_pidf(entity)
-
-
-def filter_pidf(body: bytes, transformations: Transformations, *, watcher: str) -> bytes:
+def filter_pidf(body: bytes, transformations: Transformations) -> bytes:
     """``body`` (a valid, aggregated PIDF) as RFC 5025 §3.3 lets a watcher see it.
 
-    ``watcher`` is accepted for the callers' symmetry with ``evaluate`` and
-    is not consulted: the transformations already carry everything that
-    depends on the watcher (see the module docstring on caching).
+    The watcher is not an argument: the transformations already carry
+    everything that depends on it (see the module docstring on caching).
     """
-    del watcher
     # The aggregate of several publications may be larger than one untrusted
     # body may be: parse_xml's limits for a PUBLISH body would refuse it
     # ("document too large") and fail every NOTIFY of the presentity.
@@ -121,15 +120,17 @@ def filter_pidf(body: bytes, transformations: Transformations, *, watcher: str) 
     if root.tag != PRESENCE:
         raise BodyError(f"root element must be {PRESENCE}")
     t = transformations
+    provides = {TUPLE: t.services, PERSON: t.persons, DEVICE: t.devices}
     for child in list(_children(root)):
         tag = child.tag
-        if tag == TUPLE:
-            kept = _selected(child, t.services, "tuple")
-        elif tag == PERSON:
-            kept = _selected(child, t.persons, "person")
-        elif tag == DEVICE:
-            kept = _selected(child, t.devices, "device")
-        elif tag in _NOTES:
+        kind = _COMPONENT_KINDS.get(tag)
+        if kind is not None:
+            if _selected(child, provides[tag], kind):
+                _filter_component(child, kind, t)
+            else:
+                root.remove(child)
+            continue
+        if tag in _NOTES:
             kept = t.provides("note")
         else:
             # A presence-level extension is an unknown attribute of the
@@ -137,12 +138,7 @@ def filter_pidf(body: bytes, transformations: Transformations, *, watcher: str) 
             kept = t.all_attributes or _qname(tag) in t.unknown_attributes
         if not kept:
             root.remove(child)
-        elif tag in (TUPLE, PERSON, DEVICE):
-            _filter_component(child, _KIND[tag], t)
     return serialize_xml(root)
-
-
-_KIND = {TUPLE: "tuple", PERSON: "person", DEVICE: "device"}
 
 
 def _children(element: etree._Element) -> Iterator[etree._Element]:

@@ -28,9 +28,12 @@ from presencex.bodies.xmlparse import (
     MAX_BODY_BYTES,
     MAX_ELEMENTS,
     BodyError,
+    merged_nsmap,
     new_root,
+    parse_stored,
     parse_xml,
     serialize_xml,
+    show_value,
     xml_text,
 )
 
@@ -44,7 +47,6 @@ __all__ = [
     "neutral_pidf",
     "offline_pidf",
     "parse_aggregate",
-    "pidf_entity",
     "pidf_ids",
     "tuple_statuses",
     "validate_pidf",
@@ -87,15 +89,6 @@ _NAME_START = (
 _NAME_CHAR = _NAME_START + r"\-.0-9\u00b7\u0300-\u036f\u203f-\u2040"
 _NCNAME = re.compile(f"[{_NAME_START}][{_NAME_CHAR}]*")
 
-# Ids quoted in a reason phrase are cut: the reason must stay one short line.
-_SHOWN_ID_CHARS = 40
-
-
-def _show(value: str) -> str:
-    if len(value) > _SHOWN_ID_CHARS:
-        value = value[: _SHOWN_ID_CHARS - 3] + "..."
-    return repr(value)
-
 
 def is_xml_id(value: str) -> bool:
     """True when ``value`` has the lexical form of xs:ID (an NCName)."""
@@ -118,9 +111,9 @@ def validate_pidf(data: bytes) -> etree._Element:
         if ident is None:
             raise BodyError(f"{kind} without id")
         if not is_xml_id(ident):
-            raise BodyError(f"{kind} id {_show(ident)} is not an XML ID")
+            raise BodyError(f"{kind} id {show_value(ident)} is not an XML ID")
         if ident in seen:
-            raise BodyError(f"duplicate id {_show(ident)}")
+            raise BodyError(f"duplicate id {show_value(ident)}")
         seen.add(ident)
         if kind == "tuple":
             _check_tuple(child, ident)
@@ -133,19 +126,14 @@ def _check_tuple(tup: etree._Element, ident: str) -> None:
     # tolerated (pretty-printing publishers) though xs:string keeps it.
     statuses = tup.findall(STATUS)
     if not statuses:
-        raise BodyError(f"tuple {_show(ident)} without status")
+        raise BodyError(f"tuple {show_value(ident)} without status")
     if len(statuses) > 1:
-        raise BodyError(f"tuple {_show(ident)} with more than one status")
+        raise BodyError(f"tuple {show_value(ident)} with more than one status")
     basics = statuses[0].findall(BASIC)
     if len(basics) > 1:
-        raise BodyError(f"tuple {_show(ident)} with more than one basic")
+        raise BodyError(f"tuple {show_value(ident)} with more than one basic")
     if basics and (basics[0].text or "").strip() not in _BASIC_VALUES:
-        raise BodyError(f"tuple {_show(ident)}: basic must be open or closed")
-
-
-def pidf_entity(root: etree._Element) -> str | None:
-    """The presentity a parsed PIDF document is about."""
-    return root.get("entity")
+        raise BodyError(f"tuple {show_value(ident)}: basic must be open or closed")
 
 
 def pidf_ids(body: bytes) -> dict[str, str]:
@@ -188,39 +176,6 @@ def parse_aggregate(body: bytes) -> etree._Element:
     )
 
 
-def _parse_stored(body: bytes) -> etree._Element | None:
-    # Stored publications were validated on PUBLISH; one damaged row (a
-    # hand-edited database, a schema from an older version) must not stop
-    # the NOTIFYs of every other publication, so it is skipped and logged.
-    try:
-        root = parse_xml(body)
-    except BodyError as e:
-        logger.warning("skipping stored publication that no longer parses: %s", e)
-        return None
-    if root.tag != PRESENCE:
-        logger.warning("skipping stored publication with root %s", root.tag)
-        return None
-    return root
-
-
-def _merged_nsmap(roots: Sequence[etree._Element], default: str) -> dict[str | None, str]:
-    """The namespace declarations to put on the aggregate's root.
-
-    Declaring the publishers' prefixes on the new root lets lxml keep them
-    when it moves elements over (it reuses an in-scope declaration of the
-    same URI), so ``rpid:activities`` stays ``rpid:activities``. On a clash
-    (one prefix, two URIs) the newest publication's binding is declared
-    here and lxml re-declares the other URI where it is used: the prefix
-    may change, the namespace never does.
-    """
-    nsmap: dict[str | None, str] = {None: default}
-    for root in reversed(roots):
-        for prefix, uri in root.nsmap.items():
-            if prefix is not None and prefix not in nsmap:
-                nsmap[prefix] = uri
-    return nsmap
-
-
 class _Picker:
     """Collects top-level elements newest publication first; the first seen wins."""
 
@@ -256,7 +211,7 @@ def aggregate_pidf(bodies: Sequence[bytes], entity: str) -> bytes | None:
     Order follows the schema of RFC 3863 §4.4: tuple*, note*, then the
     extensions (persons, devices, others).
     """
-    roots = [root for root in map(_parse_stored, bodies) if root is not None]
+    roots = [root for body in bodies if (root := parse_stored(body, PRESENCE)) is not None]
     if not roots:
         return None
     picker = _Picker()
@@ -285,7 +240,7 @@ def aggregate_pidf(bodies: Sequence[bytes], entity: str) -> bytes | None:
                     others.append(child)
             elif picker.first_key(etree.tostring(child, with_tail=False)):
                 others.append(child)
-    out = new_root(PRESENCE, _merged_nsmap(roots, PIDF_NS))
+    out = new_root(PRESENCE, merged_nsmap(roots, PIDF_NS))
     out.set("entity", xml_text(entity))
     out.text = "\n"
     for child in (*tuples, *notes, *persons, *devices, *others):

@@ -22,7 +22,14 @@ from typing import NamedTuple
 
 from lxml import etree
 
-from presencex.bodies.xmlparse import BodyError, new_root, parse_xml, serialize_xml, xml_text
+from presencex.bodies.xmlparse import (
+    DOCUMENT_STATES,
+    BodyError,
+    new_root,
+    parse_xml,
+    serialize_xml,
+    xml_text,
+)
 
 __all__ = [
     "WATCHERINFO_CONTENT_TYPE",
@@ -57,7 +64,6 @@ WATCHER_EVENTS = frozenset(
         "noresource",
     }
 )
-DOCUMENT_STATES = frozenset({"full", "partial"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,9 @@
 
 Every XML body that reaches us from the network (PUBLISH, XCAP documents,
 test clients reading NOTIFYs) goes through ``parse_xml``.
+The few helpers the body formats share around it (reading stored
+publications back, the aggregate's namespace map, quoting values in a
+reason) live here too, so each format keeps one copy of them.
 
 Facts and invariants:
 - A DOCTYPE is refused outright, before libxml2 sees the document. None of
@@ -27,23 +30,31 @@ Facts and invariants:
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from lxml import etree
 
 __all__ = [
+    "DOCUMENT_STATES",
     "MAX_BODY_BYTES",
     "MAX_DEPTH",
     "MAX_ELEMENTS",
     "MAX_REASON_CHARS",
+    "MAX_SHOWN_VALUE_CHARS",
     "BodyError",
+    "merged_nsmap",
     "new_root",
+    "parse_stored",
     "parse_xml",
     "serialize_xml",
+    "show_value",
     "xml_text",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Four times the largest SIP message that fits a UDP datagram (65535): room
 # for TCP-borne bodies and for the aggregate of several publications that we
@@ -67,6 +78,14 @@ MAX_ELEMENTS = 10_000
 # says everything useful.
 MAX_REASON_CHARS = 160
 
+# Values (ids, mostly) quoted in a reason phrase are cut to this many
+# characters, so that one long id cannot push the rest of the reason out.
+MAX_SHOWN_VALUE_CHARS = 40
+
+# The ``state`` attribute of dialog-info (RFC 4235 §4.1) and watcherinfo
+# (RFC 3858 §4.2) documents: the whole state, or only what changed.
+DOCUMENT_STATES = frozenset({"full", "partial"})
+
 _DOCTYPE = b"<!DOCTYPE"
 _XML_DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 # lxml appends the position to its message; we put it in front instead.
@@ -88,6 +107,13 @@ def _one_line(reason: str) -> str:
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[: MAX_REASON_CHARS - 3] + "..."
     return reason
+
+
+def show_value(value: str) -> str:
+    """``value`` quoted for a ``BodyError`` reason, cut when it is long."""
+    if len(value) > MAX_SHOWN_VALUE_CHARS:
+        value = value[: MAX_SHOWN_VALUE_CHARS - 3] + "..."
+    return repr(value)
 
 
 class _PerThread(threading.local):
@@ -187,3 +213,41 @@ def new_root(tag: str, nsmap: Mapping[str | None, str]) -> etree._Element:
     # lxml-stubs 0.5 type nsmap as Mapping[str, str], but lxml takes None as
     # the default namespace's key, which every format of ours needs.
     return etree.Element(tag, nsmap=nsmap)  # type: ignore[arg-type]
+
+
+def parse_stored(body: bytes, root_tag: str) -> etree._Element | None:
+    """A stored publication parsed for aggregation, or None when it is unusable.
+
+    Stored publications were validated on PUBLISH; one damaged row (a
+    hand-edited database, a schema from an older version) must not stop
+    the NOTIFYs that every other publication of the presentity deserves, so
+    it is skipped and logged rather than raised.
+    """
+    try:
+        root = parse_xml(body)
+    except BodyError as e:
+        logger.warning("skipping stored publication that no longer parses: %s", e)
+        return None
+    if root.tag != root_tag:
+        logger.warning("skipping stored publication with root %s, not %s", root.tag, root_tag)
+        return None
+    return root
+
+
+def merged_nsmap(roots: Sequence[etree._Element], default: str) -> dict[str | None, str]:
+    """The namespace declarations to put on the root of an aggregate of ``roots``.
+
+    ``roots`` are oldest → newest; ``default`` is the format's namespace.
+    Declaring the publishers' prefixes on the new root lets lxml keep them
+    when it moves elements over (it reuses an in-scope declaration of the
+    same URI), so ``rpid:activities`` stays ``rpid:activities``. On a clash
+    (one prefix, two URIs) the newest publication's binding is declared
+    here and lxml re-declares the other URI where it is used: the prefix
+    may change, the namespace never does.
+    """
+    nsmap: dict[str | None, str] = {None: default}
+    for root in reversed(roots):
+        for prefix, uri in root.nsmap.items():
+            if prefix is not None and prefix not in nsmap:
+                nsmap[prefix] = uri
+    return nsmap

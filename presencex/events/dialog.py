@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from presencex.bodies import dialoginfo
-from presencex.bodies.xmlparse import parse_xml, serialize_xml
 from presencex.events.base import WatcherView
 
 
@@ -47,9 +46,8 @@ class DialogPackage:
         return dialoginfo.aggregate_dialoginfo((), presentity, 0)
 
     def render(self, aggregate: bytes | None, view: WatcherView) -> bytes | None:
-        body = aggregate if aggregate is not None else self.empty_body(view.presentity)
-        if body is None:
-            return None
-        root = parse_xml(body)
-        root.set("version", str(view.version))
-        return serialize_xml(root)
+        if aggregate is None:
+            return dialoginfo.aggregate_dialoginfo((), view.presentity, view.version)
+        # Only the version differs between watchers: rewritten in the bytes,
+        # not by parsing the shared aggregate again for each of them.
+        return dialoginfo.with_version(aggregate, view.version)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from presencex.auth.transform import filter_pidf
 from presencex.bodies import pidf
 from presencex.events.base import WatcherView
 
@@ -55,14 +56,12 @@ class PresencePackage:
             return body
         if decision.sub_handling == "polite-block":
             return pidf.neutral_pidf(view.presentity)
-        from presencex.auth.transform import filter_pidf
-
         # bytes cache their hash, so the key costs one hash per aggregate.
         key = (body, decision.transformations)
         cached = self._filtered.get(key)
         if cached is None:
             if len(self._filtered) > FILTER_CACHE_SIZE:
                 self._filtered.clear()
-            cached = filter_pidf(body, decision.transformations, watcher=view.watcher)
+            cached = filter_pidf(body, decision.transformations)
             self._filtered[key] = cached
         return cached

@@ -22,7 +22,9 @@ _DISTINGUISHING_PARAMS = ("sla", "ma")
 def event_name(event: EventHeader) -> str:
     name = event.package
     for param in _DISTINGUISHING_PARAMS:
-        if event.param(param) is not None or any(k == param for k, _ in event.params):
+        # Names are lower-cased by parse_event; ``sla`` usually has no value,
+        # so presence, not event.param()'s value, is what counts.
+        if any(key == param for key, _ in event.params):
             name += f";{param}"
     return name
 

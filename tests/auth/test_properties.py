@@ -197,7 +197,7 @@ random_transformations = st.builds(
 @settings(max_examples=200, deadline=None)
 @given(random_transformations)
 def test_filtering_always_leaves_a_valid_pidf(t: Transformations) -> None:
-    out = filter_pidf(RPID_PIDF, t, watcher="sip:w@example.com")
+    out = filter_pidf(RPID_PIDF, t)
     root = validate_pidf(out)
     assert root.get("entity") == "pres:someone@example.com"
     kept, original = pidf_ids(out), pidf_ids(RPID_PIDF)

@@ -14,8 +14,8 @@ from presencex.auth.rules import (
     evaluate,
     parse_rules,
 )
-from presencex.auth.transform import filter_pidf, polite_block_body
-from presencex.bodies.pidf import DATA_MODEL_NS, PIDF_NS, RPID_NS, validate_pidf
+from presencex.auth.transform import filter_pidf
+from presencex.bodies.pidf import DATA_MODEL_NS, PIDF_NS, RPID_NS, neutral_pidf, validate_pidf
 from presencex.bodies.xmlparse import BodyError
 from tests.auth.docs import CIPID_NS, FOO_NS, RFC5025_EXAMPLE, RPID_PIDF
 
@@ -27,7 +27,7 @@ ENTITY = "pres:someone@example.com"
 
 def view(transformations: Transformations, body: bytes = RPID_PIDF) -> etree._Element:
     """Filter, check the result is still a valid PIDF, and return its tree."""
-    return validate_pidf(filter_pidf(body, transformations, watcher="sip:w@example.com"))
+    return validate_pidf(filter_pidf(body, transformations))
 
 
 def elements(root: etree._Element, path: str) -> list[etree._Element]:
@@ -281,13 +281,13 @@ def test_namespace_prefixes_survive_filtering() -> None:
 
 def test_filter_refuses_what_is_not_pidf() -> None:
     with pytest.raises(BodyError):
-        filter_pidf(b"<x/>", EVERY_COMPONENT, watcher="sip:w@example.com")
+        filter_pidf(b"<x/>", EVERY_COMPONENT)
     with pytest.raises(BodyError):
-        filter_pidf(b"<broken", EVERY_COMPONENT, watcher="sip:w@example.com")
+        filter_pidf(b"<broken", EVERY_COMPONENT)
 
 
 def test_polite_block_body_reveals_nothing() -> None:
-    root = validate_pidf(polite_block_body(ENTITY))
+    root = validate_pidf(neutral_pidf(ENTITY))
     assert root.get("entity") == ENTITY
     assert [b.text for b in elements(root, "p:tuple/p:status/p:basic")] == ["closed"]
     assert count(root, "dm:person | dm:device | p:note") == 0

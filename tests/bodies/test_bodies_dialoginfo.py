@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from lxml import etree
 
+from presencex.bodies import dialoginfo
 from presencex.bodies.dialoginfo import (
     DIALOG,
     DIALOG_INFO,
@@ -15,8 +16,9 @@ from presencex.bodies.dialoginfo import (
     aggregate_dialoginfo,
     dialog_states,
     validate_dialoginfo,
+    with_version,
 )
-from presencex.bodies.xmlparse import BodyError, parse_xml
+from presencex.bodies.xmlparse import BodyError, parse_xml, serialize_xml
 
 ENTITY = "sip:alice@example.com"
 DI = f"{{{DIALOGINFO_NS}}}"
@@ -256,3 +258,79 @@ def test_entity_is_escaped_and_version_checked() -> None:
 def test_state_text_is_read_from_the_dialog_namespace() -> None:
     root = aggregate([BLF_RINGING])
     assert root.findtext(f"{DIALOG}/{STATE}") == "early"
+
+
+# --- per-watcher version -------------------------------------------------------
+
+
+def set_version_by_parsing(doc: bytes, version: int) -> bytes:
+    """What DialogPackage.render did before with_version: parse, set, serialise."""
+    root = parse_xml(doc)
+    root.set("version", str(version))
+    return serialize_xml(root)
+
+
+# A prefix named "version" and an entity quoting a version attribute must not
+# be mistaken for the root's version attribute.
+TRICKY = b"""<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info"
+    xmlns:version="urn:example:version" version="3" state="full"
+    entity="sip:a@b"><dialog id="v" version:x="1"><state>trying</state></dialog></dialog-info>"""
+
+# Two publishers binding one prefix to different namespaces.
+CLASH_A = b"""<dialog-info xmlns="urn:ietf:params:xml:ns:dialog-info" xmlns:x="urn:a"
+    version="1" state="full" entity="sip:a@b"><dialog id="a"><state>early</state>
+    <x:e>1</x:e></dialog></dialog-info>"""
+CLASH_B = CLASH_A.replace(b"urn:a", b"urn:b").replace(b'id="a"', b'id="b"')
+
+
+@pytest.mark.parametrize(
+    ("bodies", "entity"),
+    [
+        ([], ENTITY),
+        ([], 'sip:x@y version="9" >'),
+        ([RFC4235_EARLY, RFC4235_CONFIRMED], ENTITY),
+        ([BLF_RINGING, IDLE], "sip:101@pbx.example.com"),
+        ([sla_body("call-a", 1, "confirmed"), sla_body("call-b", 2, "early")], ENTITY),
+        ([BLF_RINGING, sla_body("n1", 1, "trying"), RFC4235_EARLY], ENTITY),
+        ([TRICKY], 'sip:"version"@example.com'),
+        ([CLASH_A, CLASH_B], ENTITY),
+    ],
+    ids=["idle", "odd-entity", "rfc4235", "blf", "sla", "mixed", "tricky", "prefix-clash"],
+)
+def test_with_version_equals_parsing_and_setting(
+    bodies: list[bytes], entity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = aggregate_dialoginfo(bodies, entity, 0)
+    versions = (0, 1, 7, 10, 123_456_789)
+    expected = [set_version_by_parsing(doc, version) for version in versions]
+
+    # Our own aggregates are rewritten without being parsed again.
+    def no_parsing(data: bytes) -> etree._Element:
+        raise AssertionError("with_version parsed our own aggregate")
+
+    monkeypatch.setattr(dialoginfo, "parse_xml", no_parsing)
+    assert [with_version(doc, version) for version in versions] == expected
+    # Rewriting a rewritten document works too (the version is not always "0").
+    assert with_version(with_version(doc, 42), 5) == expected[0].replace(
+        b'version="0"', b'version="5"', 1
+    )
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        RFC4235_EARLY,  # a publisher's own formatting
+        b'<d:dialog-info xmlns:d="urn:ietf:params:xml:ns:dialog-info" version="2" state="full" entity="sip:a@b"/>',
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<dialog-info xmlns="urn:x" state="full"/>',
+    ],
+    ids=["published", "prefixed-root", "no-version"],
+)
+def test_with_version_parses_documents_of_another_shape(doc: bytes) -> None:
+    assert with_version(doc, 8) == set_version_by_parsing(doc, 8)
+    assert parse_xml(with_version(doc, 8)).get("version") == "8"
+
+
+def test_with_version_refuses_a_negative_version() -> None:
+    doc = aggregate_dialoginfo([], ENTITY, 0)
+    with pytest.raises(ValueError, match="version"):
+        with_version(doc, -1)

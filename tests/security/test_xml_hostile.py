@@ -565,7 +565,7 @@ def test_accepted_publications_go_through_aggregation_and_filtering(
     pidf_sphere(aggregate)
     rules = parse_rules(_rules(transformations))
     decision = evaluate(rules, watcher=BOB, presentity=ALICE, now=0.0, sphere=None)
-    filter_pidf(aggregate, decision.transformations, watcher=BOB)
+    filter_pidf(aggregate, decision.transformations)
 
 
 def test_an_aggregate_larger_than_one_body_is_still_filtered() -> None:
@@ -593,7 +593,7 @@ def test_an_aggregate_larger_than_one_body_is_still_filtered() -> None:
     assert len(aggregate) > MAX_BODY_BYTES
     services = parse_rules(_rules(TRANSFORMATIONS[1]))
     decision = evaluate(services, watcher=BOB, presentity=ALICE, now=0.0, sphere=None)
-    filtered = filter_pidf(aggregate, decision.transformations, watcher=BOB)
+    filtered = filter_pidf(aggregate, decision.transformations)
     assert filtered.count(b"<tuple ") == 550
     assert pidf_sphere(aggregate) == "work"
 
