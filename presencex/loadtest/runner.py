@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+import ipaddress
 import math
 import os
 import shutil
@@ -381,6 +382,16 @@ def split_target(target: str) -> tuple[str, int]:
     host, _, port = target.rpartition(":")
     if not host or not port.isdigit():
         raise ValueError(f"target {target!r} must be HOST:PORT, e.g. 127.0.0.1:5060")
+    host = host.strip("[]")
+    # SIPp and the NOTIFY sink bind loopback (-i 127.0.0.1), and a bounded
+    # load run is meant for a server on this machine: refuse anything else
+    # up front rather than fail every call.
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"target {target!r} must be a loopback address (127.0.0.0/8 or ::1)")
     return host, int(port)
 
 

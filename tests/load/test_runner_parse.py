@@ -148,5 +148,9 @@ def test_finds_the_local_process_on_a_port() -> None:
 
 def test_split_target() -> None:
     assert runner.split_target("127.0.0.1:5070") == ("127.0.0.1", 5070)
+    assert runner.split_target("[::1]:5070") == ("::1", 5070)
+    # Load runs stay on this machine.
+    with pytest.raises(ValueError, match="loopback"):
+        runner.split_target("192.0.2.7:5060")
     with pytest.raises(ValueError, match="HOST:PORT"):
         runner.split_target("127.0.0.1")
