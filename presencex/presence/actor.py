@@ -65,6 +65,15 @@ class Clock(Protocol):
 
 
 class DocumentSource(Protocol):
+    """Where an actor's pres-rules and pidf-manipulation documents come from.
+
+    ``request_nowait`` never blocks and never awaits; the answer arrives later
+    as ``RulesChanged`` on the presentity's inbox.  Every request is answered
+    once the document is known (``document=None``: there is none); with
+    ``revalidate=True`` (refreshWatchers) the source first re-reads it.  Do not
+    request in response to a ``RulesChanged``: that would loop.
+    """
+
     def request_nowait(self, user: str, auid: str, *, revalidate: bool = False) -> None: ...
 
 
