@@ -179,7 +179,6 @@ async def serve(
             store=StoreAdapter(writer, nursery),
             clock=clock,
             notify_answered=lambda uri, effect, status: None,
-            server_header=config.server_header,
         )
         state_config = state_config_from(config, registry)
         policy = policy_from(config)

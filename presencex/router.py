@@ -200,9 +200,7 @@ class Router:
         reason: str,
         headers: tuple[tuple[str, str], ...],
     ) -> None:
-        response = make_response(
-            request, status, reason, headers=(*headers, ("Server", self.env.server_header))
-        )
+        response = make_response(request, status, reason, headers=headers)
         self.env.sender.send_response(request, response, peer)
 
     def _route(self, request: Request, peer: Peer) -> None:

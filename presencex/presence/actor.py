@@ -96,7 +96,6 @@ class ActorEnv:
     notify_answered: Callable[[str, SendNotify, int], None]
     on_error: Callable[[], None] = lambda: None
     request_done: Callable[[], None] = lambda: None
-    server_header: str = "presencex"
     documents: DocumentSource = field(default_factory=NoDocuments)
     reload: Callable[[str, str], Awaitable[tuple[Publication, ...]]] = _no_reload
 
@@ -199,7 +198,7 @@ async def _perform(state: PresentityState, effects: list[Effect], env: ActorEnv)
                     effect.status,
                     effect.reason,
                     to_tag=effect.to_tag,
-                    headers=(*effect.headers, ("Server", env.server_header)),
+                    headers=effect.headers,
                 )
                 env.sender.send_response(effect.request, response, effect.peer)
             case SendNotify():

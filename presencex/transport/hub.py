@@ -221,7 +221,10 @@ class Hub:
     # -- outgoing --------------------------------------------------------------
 
     def send_response(self, request: Request, response: Response, peer: Peer) -> None:
-        data = serialize(response)
+        # Every response the server makes, 500s included, names it: here once
+        # rather than at each place a response is built.
+        headers = Headers.trusted((*response.headers.items, ("Server", self.server_header)))
+        data = serialize(Response(response.status, response.reason, headers, response.body))
         self.responses_sent[f"{response.status // 100}xx"] += 1
         if response.status >= 200:
             self.server_transactions.respond(

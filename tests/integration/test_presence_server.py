@@ -252,6 +252,8 @@ async def test_tcp_peers_that_reset_do_not_stop_the_server(tmp_path: Path) -> No
         answer = await udp.receive()
         assert isinstance(answer, Response)
         assert answer.status == 200
+        # Once, from the hub that sends every response.
+        assert answer.headers.get_all("Server") == ["presencex"]
 
 
 async def test_bad_input_gets_clear_answers_and_server_goes_on(tmp_path: Path) -> None:
