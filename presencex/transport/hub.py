@@ -108,7 +108,6 @@ RequestHandler = Callable[[Request, Peer], None]
 
 @dataclass(slots=True)
 class _Outgoing:
-    data: bytes
     peer: Peer
     on_final: Callable[[int], None]
 
@@ -271,7 +270,7 @@ class Hub:
             data = self._with_via(effect.request, peer, branch)
         now = trio.current_time()
         self.client_transactions.start(branch, data, peer.reliable, now)
-        self._outgoing[branch] = _Outgoing(data, peer, on_final)
+        self._outgoing[branch] = _Outgoing(peer, on_final)
         self.notifies_sent += 1
         if not self._send(data, peer):
             self.client_transactions.cancel(branch)
@@ -407,7 +406,8 @@ _COPY = ("via", "v", "from", "f", "to", "t", "call-id", "i", "cseq")
 def error_response_bytes(data: bytes, status: int, reason: str) -> bytes | None:
     """A response to a request we could not parse, from its raw header lines,
     or None when it lacks what a response needs (or was itself a response)."""
-    head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    # CRLFs before the start line are skipped, as parse_message skips them.
+    head = data.lstrip(b"\r\n").split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     lines = head.decode("latin-1").replace("\r\n", "\n").split("\n")
     version = lines[0].rsplit(" ", 1)[-1]
     # A request line of any SIP version (a 505 for SIP/3.0 is an answer too),

@@ -1059,3 +1059,14 @@ async def test_corpus_over_udp_and_tcp_to_a_real_server(tmp_path: Path) -> None:
         assert subscribed.status == 200
         assert b"after" in notify.body
         assert server.proc.poll() is None
+
+
+def test_a_broken_request_after_keepalive_crlfs_is_still_answered() -> None:
+    """parse_message skips CRLFs before the start line; the 400 built from the
+    raw lines must see the same request, not a blank first line."""
+    bad = request_bytes("SUBSCRIBE", ALICE, from_uri=BOB, to_uri=ALICE, expires=60).replace(
+        b"CSeq: 1 SUBSCRIBE", b"CSeq: x SUBSCRIBE"
+    )
+    answer = error_response_bytes(b"\r\n\r\n" + bad, 400, "Bad CSeq header")
+    assert answer is not None
+    assert answer.startswith(b"SIP/2.0 400 Bad CSeq header\r\n")
