@@ -147,7 +147,10 @@ try:
 except PermissionError:
     print("refused by mode 0600")
     sys.exit(0)
-s.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "stats"}\\n')
+try:
+    s.sendall(b'{"jsonrpc": "2.0", "id": 1, "method": "stats"}\\n')
+except BrokenPipeError:
+    pass  # refused at once: the answer was written before the server closed
 print(s.recv(4096).decode())
 """
 
